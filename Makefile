@@ -1,0 +1,42 @@
+# The two commands of the README: `make run` and `make test`. Both set up .venv/ first (`make venv`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU installs use the fully pinned lock with --no-deps (see README); set LOCK= to skip it on CUDA machines.
+LOCK ?= requirements/lock-cpu.txt
+STAMP := $(VENV)/.installed
+export OMP_WAIT_POLICY ?= PASSIVE
+export HF_HUB_OFFLINE := 1
+
+.PHONY: venv run test lint proto clean
+
+venv: $(STAMP)
+
+$(STAMP): $(LOCK) pyproject.toml clients/python/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+ifneq ($(LOCK),)
+	$(BIN)/pip install --no-deps -r $(LOCK)
+	$(BIN)/pip install --no-deps --no-build-isolation -e clients/python -e .
+else
+	$(BIN)/pip install -e clients/python -e '.[dev]'
+endif
+	touch $(STAMP)
+
+run: venv
+	$(BIN)/lorat-serve
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests
+
+lint: venv
+	$(BIN)/ruff check .
+
+# Regenerate the wire code after editing proto/ (the generated files are committed).
+proto: venv
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=clients/python --grpc_python_out=clients/python \
+		--pyi_out=clients/python proto/lorat/v1/tracker.proto
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Python SDK for the LoRAT tracking service (needs only grpcio and protobuf)."""
