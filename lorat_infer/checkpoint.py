@@ -65,7 +65,7 @@ def read_tensors(path: PathLike) -> StateDict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the weights-only unpickler refuses arbitrary objects: say so plainly
-        raise CheckpointError(f"{path}: not a safetensors file and not loadable with weights_only=True: {exc}")
+        raise CheckpointError(f"{path}: not a safetensors file and not loadable with weights_only=True: {exc}") from exc
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -7,6 +7,7 @@ The forward is split in two so that a service can cache the part that never chan
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 
 import torch
@@ -56,7 +57,7 @@ class MLP(nn.Module):
     def __init__(self, dim: int, out_dim: int, num_layers: int = 3) -> None:
         super().__init__()
         dims = [dim] * num_layers + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):

@@ -1,0 +1,1 @@
+"""Evaluation: OPE metrics, dataset readers and synthetic sequences."""
