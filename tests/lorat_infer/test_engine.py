@@ -1,0 +1,130 @@
+"""The batched engine gives the single Tracker's boxes; bad input is refused clearly."""
+
+import numpy as np
+import pytest
+import torch
+
+from lorat_infer import InvalidInput, Tracker, TrackingEngine, build_model
+from lorat_infer.crop import CropTransform
+from lorat_infer.eval.synthetic import generate_sequence
+
+NUM_FRAMES = 12
+
+
+def _exiting_object_frames(size=(200, 150)):
+    """An object that moves right and leaves the frame after a few frames."""
+    base = generate_sequence(5, NUM_FRAMES, size=size, occlusion=False, distractor=False)
+    rng = np.random.default_rng(0)
+    patch = rng.integers(0, 255, size=(30, 24, 3), dtype=np.uint8)
+    frames = []
+    for t, frame in enumerate(base.frames):
+        frame = frame.copy()
+        x = 140 + 12 * t
+        visible = max(0, min(24, size[0] - x))
+        if visible:
+            frame[60:90, x : x + visible] = patch[:, :visible]
+        frames.append(frame)
+    return frames, [140.0, 60.0, 24.0, 30.0]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("tiny").eval()
+
+
+def test_batched_engine_matches_single_trackers(model):
+    seqs = [generate_sequence(seed, NUM_FRAMES, size=(320, 240)) for seed in (1, 2)]
+    seqs.append(generate_sequence(3, NUM_FRAMES, size=(160, 200), object_size=(0.06, 0.06)))
+    exiting_frames, exiting_box = _exiting_object_frames()
+    videos = [s.frames for s in seqs] + [exiting_frames]
+    init_boxes = [s.boxes[0] for s in seqs] + [exiting_box]
+    assert len({tuple(np.round(b[2:])) for b in init_boxes}) == 4  # four different sizes
+
+    trackers = [Tracker(model) for _ in videos]
+    for tracker, frames, box in zip(trackers, videos, init_boxes):
+        tracker.initialize(frames[0], box)
+    engine = TrackingEngine(model)
+    states = engine.initialize([v[0] for v in videos], init_boxes)
+    for t in range(1, NUM_FRAMES):
+        pairs = engine.step(states, [v[t] for v in videos])
+        states = [s for s, _ in pairs]
+        for i, (tracker, (_, result)) in enumerate(zip(trackers, pairs)):
+            box, score = tracker.track(videos[i][t])
+            np.testing.assert_allclose(result.box_xywh, box, atol=1e-3, err_msg=f"track {i} frame {t}")
+            assert abs(result.score - score) < 1e-4
+            assert states[i].frame_index == t
+
+
+def test_engine_accepts_any_subset_of_tracks(model):
+    seq = generate_sequence(7, 3)
+    engine = TrackingEngine(model)
+    a, b = engine.initialize([seq.frames[0]] * 2, [seq.boxes[0], seq.boxes[0] * [1, 1, 0.5, 0.5]])
+    ((a1, _),) = engine.step([a], [seq.frames[1]])
+    ((b1, _), (a2, _)) = engine.step([b, a1], [seq.frames[1], seq.frames[2]])
+    assert (a2.frame_index, b1.frame_index) == (2, 1)
+    torch.testing.assert_close(a2.template_tokens, a.template_tokens)
+
+
+def test_unusable_prediction_keeps_the_previous_box(model):
+    engine = TrackingEngine(model)
+    seq = generate_sequence(8, 2)
+    (state,) = engine.initialize([seq.frames[0]], [seq.boxes[0]])
+    identity = CropTransform(np.ones((2, 2)), np.zeros((2, 2)))
+    crop_boxes = np.array([[50.0, 50.0, 40.0, 60.0], [10.0, 10.0, 30.0, 40.0]])  # first has x2 < x1
+    pairs = engine._update([state, state], crop_boxes, np.array([0.9, 0.8]), identity, np.array([[320, 240]] * 2))
+    assert not pairs[0][1].updated
+    np.testing.assert_array_equal(pairs[0][0].box_xyxy, state.box_xyxy)
+    assert pairs[1][1].updated
+    np.testing.assert_array_equal(pairs[1][0].box_xyxy, [10.0, 10.0, 30.0, 40.0])
+
+
+@pytest.mark.parametrize(
+    "box, message",
+    [
+        ([10, 10, 0, 5], "positive"),
+        ([10, 10, -3, 5], "positive"),
+        ([float("nan"), 1, 2, 3], "finite"),
+        ([1, 2, 3], "4 finite numbers"),
+        ([500, 500, 10, 10], "does not overlap"),
+    ],
+)
+def test_bad_boxes_are_refused(model, box, message):
+    frame = np.zeros((100, 120, 3), dtype=np.uint8)
+    with pytest.raises(InvalidInput, match=message):
+        TrackingEngine(model).initialize([frame], [box])
+
+
+@pytest.mark.parametrize(
+    "frame, message",
+    [
+        (np.zeros((10, 10), dtype=np.uint8), "HxWx3"),
+        (np.zeros((10, 10, 4), dtype=np.uint8), "HxWx3"),
+        (np.zeros((10, 10, 3), dtype=np.float32), "uint8"),
+        (np.zeros((0, 10, 3), dtype=np.uint8), "empty"),
+    ],
+)
+def test_bad_frames_are_refused(model, frame, message):
+    with pytest.raises(InvalidInput, match=message):
+        TrackingEngine(model).initialize([frame], [[1, 1, 2, 2]])
+
+
+def test_bf16_autocast_stays_close_to_fp32(model):
+    seq = generate_sequence(9, 2)
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        engine = TrackingEngine(model, precision=precision)
+        (state,) = engine.initialize([seq.frames[0]], [seq.boxes[0]])
+        crops = torch.randn(
+            1, 3, engine.config.search_size, engine.config.search_size, generator=torch.Generator().manual_seed(0)
+        )
+        with torch.inference_mode(), engine._autocast():
+            outputs[precision] = model.forward_tokens(state.template_tokens[None], crops)
+    assert outputs["bf16"]["boxes"].dtype == torch.float32
+    assert (outputs["bf16"]["boxes"] - outputs["fp32"]["boxes"]).abs().max() < 0.05
+    assert not torch.equal(outputs["bf16"]["boxes"], outputs["fp32"]["boxes"])  # autocast really ran in bf16
+
+
+def test_track_before_initialize_is_an_error(model):
+    with pytest.raises(RuntimeError, match="initialize"):
+        Tracker(model).track(np.zeros((10, 10, 3), dtype=np.uint8))
