@@ -1,0 +1,1 @@
+"""Command-line tools: lorat-track, lorat-export, the demo."""
