@@ -1,0 +1,151 @@
+"""Process wiring: settings -> metrics, gRPC (health, reflection, Tracker), Redis, model, manager; and the
+SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from pathlib import Path
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from lorat.v1 import tracker_pb2 as pb
+from lorat.v1 import tracker_pb2_grpc as pb_grpc
+
+from lorat_infer import LoRAT, TrackingEngine, build_model, load_model
+from lorat_infer.loading import default_model_path
+
+from .core import TrackManager
+from .executor import BatchExecutor
+from .log import event, setup_logging
+from .metrics import Metrics
+from .service import TrackerService
+from .settings import Settings
+from .state.embedded import EmbeddedRedis
+from .state.store import RedisStateStore
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Tracker"].full_name
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def load_serving_model(settings: Settings) -> tuple[LoRAT, str]:
+    """The configured checkpoint, else the built-in default, else (loudly) random tiny weights."""
+    if settings.checkpoint:
+        path = Path(settings.checkpoint)
+        model = load_model(path)
+        return model, f"{model.config.name}@{_file_digest(path)}"
+    path = default_model_path()
+    if path.is_file():
+        model = load_model()
+        return model, f"{model.config.name}@{_file_digest(path)}"
+    banner = "!" * 100
+    for line in (banner, f"NO MODEL: {path} is missing and no --checkpoint was given.",
+                 "SERVING AN UNTRAINED RANDOM-WEIGHTS 'tiny' MODEL: its boxes are meaningless.",
+                 "Pass --checkpoint / LORAT_CHECKPOINT with a merged .safetensors file (see lorat-export).",
+                 banner):
+        event("untrained_model", logging.WARNING, detail=line)
+    torch.manual_seed(0)
+    return build_model("tiny").eval(), "tiny@untrained-seed0"
+
+
+async def serve(settings: Settings) -> None:
+    setup_logging(settings.log_level)
+    event("starting", settings=" ".join(f"{k}={v}" for k, v in vars(settings).items()))
+    metrics = Metrics()
+    if settings.metrics_port >= 0:
+        mport = metrics.serve(settings.metrics_port, settings.grpc_host)
+        event("metrics_listening", url=f"http://{settings.grpc_host}:{mport}/metrics")
+
+    health_servicer = health.aio.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    source_factory = _rtsp_factory()
+    tracker = TrackerService(source_factory)
+    limit = settings.max_message_bytes
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit)])
+    pb_grpc.add_TrackerServicer_to_server(tracker, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    await server.start()
+    event("grpc_listening", address=f"{settings.grpc_host}:{port}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    embedded: EmbeddedRedis | None = None
+    redis_url = settings.redis_url
+    if not redis_url:
+        embedded = EmbeddedRedis().start()
+        redis_url = embedded.url
+        event("embedded_redis", url=redis_url,
+              note="private redis-server without persistence; set --redis-url to share state across servers")
+    try:
+        model, model_id = await asyncio.to_thread(load_serving_model, settings)
+        engine = TrackingEngine(model, device=settings.device, precision=settings.precision)
+        event("model_loaded", model_id=model_id, device=settings.device, precision=settings.precision,
+              params=sum(p.numel() for p in model.parameters()))
+        owner = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        store = RedisStateStore(redis_url, owner, prefix=settings.redis_prefix, track_ttl_s=settings.track_ttl_s,
+                                lease_ttl_s=settings.lease_ttl_s,
+                                on_error=lambda op: metrics.redis_errors.labels(op).inc())
+        sinks = _extra_sinks(redis_url)
+        executor = BatchExecutor(engine)
+        manager = TrackManager(settings, executor, model_id, metrics, store, sinks)
+        manager.start()
+        tracker.manager = manager
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        event("ready", owner=owner, model_id=model_id, grpc_port=port)
+
+        await stop.wait()
+        event("sigterm", note="stop accepting, finish in-flight batches, write state to Redis")
+        await health_servicer.enter_graceful_shutdown()
+        await manager.drain()
+        await server.stop(grace=2.0)
+        executor.shutdown()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    event("stopped")
+
+
+def _rtsp_factory():  # type: ignore[no-untyped-def]
+    """RtspSource if the module is present (it is optional to the rest of the server)."""
+    try:
+        from .sources.rtsp import RtspSource
+    except ImportError as exc:
+        event("rtsp_unavailable", 30, error=repr(exc))
+        return None
+    return RtspSource
+
+
+def _extra_sinks(redis_url: str) -> list:
+    """Redis Streams publishing, if its module is present; wired in by `publishing/redis_streams.py`."""
+    try:
+        from .publishing.redis_streams import RedisStreamPublisher
+    except ImportError:
+        return []
+    try:
+        return [RedisStreamPublisher(redis_url)]
+    except Exception as exc:  # its constructor contract is the other module's; never fail the server
+        event("redis_streams_unavailable", 30, error=repr(exc))
+        return []

@@ -1,0 +1,564 @@
+"""TrackManager: the service without gRPC. Owns the tracks, feeds the scheduler, persists state to Redis,
+publishes results to sinks, and resumes tracks it does not hold from Redis.
+
+Every public method raises `ServiceError` (a gRPC status code and a message) for caller mistakes; no bad
+input reaches the engine or another track.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from google.protobuf.timestamp_pb2 import Timestamp
+from lorat.v1 import tracker_pb2 as pb
+
+from lorat_infer import InvalidInput, TrackState
+
+from . import errors
+from .decode import DecodeError, FrameLimits, FrameTooLarge, H264Decoder, decode_frame, payload_kind
+from .executor import BatchExecutor
+from .log import event
+from .metrics import Metrics
+from .publishing.base import ResultSink, WatchHub, fan_out
+from .scheduler import Scheduler
+from .settings import Settings
+from .sources.base import FrameSource
+from .state.codec import TokenFormatError, decode_tokens, encode_tokens
+from .state.store import REFRESH_LOST, REFRESH_MISSING, RedisStateStore, StoreUnavailable
+from .tracks import POLICY_NAMES, Options, PendingFrame, Track
+
+TRACK_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+MAX_TOMBSTONES = 4096
+
+
+def _ts(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def _box(xyxy: np.ndarray) -> pb.Box:
+    x0, y0, x1, y1 = (float(v) for v in xyxy)
+    return pb.Box(x=x0, y=y0, width=x1 - x0, height=y1 - y0)
+
+
+class TrackManager:
+    def __init__(self, settings: Settings, executor: BatchExecutor, model_id: str, metrics: Metrics,
+                 store: RedisStateStore | None, sinks: list[ResultSink] | None = None) -> None:
+        self.settings = settings
+        self.executor = executor
+        self.model_id = model_id
+        self.metrics = metrics
+        self.store = store
+        self.hub = WatchHub(settings.replay_results)
+        self.sinks: list[ResultSink] = [self.hub, *(sinks or [])]
+        self.limits = FrameLimits(settings.max_frame_width, settings.max_frame_height)
+        self.tracks: dict[str, Track] = {}
+        self.tombstones: collections.OrderedDict[str, pb.TrackInfo] = collections.OrderedDict()
+        self._reserved: set[str] = set()
+        self._resume_locks: dict[str, asyncio.Lock] = {}
+        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="lorat-decode")
+        self.scheduler = Scheduler(
+            executor, max_batch_size=settings.max_batch_size, max_wait_s=settings.max_batch_wait_ms / 1000,
+            on_drop=self._on_drop, on_batch=self._on_batch, on_fail=self._on_fail)
+        self.redis_ok = store is not None
+        self.draining = False
+        self._tasks: list[asyncio.Task] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        if self.store is not None:
+            self._tasks.append(asyncio.create_task(self._maintain(), name="redis-maintenance"))
+
+    async def drain(self) -> None:
+        """SIGTERM path: refuse new work, finish what is queued, write every track to Redis, free leases."""
+        self.draining = True
+        event("draining", tracks=len(self.tracks), pending=self.scheduler.pending())
+        for track in list(self.tracks.values()):
+            if track.source_task is not None:
+                track.source_task.cancel()
+            if track.source_obj is not None:
+                await track.source_obj.stop()
+        try:
+            await asyncio.wait_for(self.scheduler.wait_idle(), self.settings.drain_timeout_s)
+        except asyncio.TimeoutError:
+            event("drain_timeout", 30, pending=self.scheduler.pending())
+        self.scheduler.stop()
+        for task in self._tasks:
+            task.cancel()
+        if self.store is not None:
+            for track in list(self.tracks.values()):
+                try:
+                    await self._save_full(track)
+                    await self.store.release_lease(track.track_id)
+                except StoreUnavailable:
+                    event("drain_state_lost", 40, track_id=track.track_id)
+            await self.store.close()
+        self._decode_pool.shutdown(wait=False)
+        event("drained", tracks=len(self.tracks))
+
+    # -- results ------------------------------------------------------------------------------------------
+
+    def _result(self, track: Track, frame: PendingFrame | None, status: int, box_xyxy: np.ndarray,
+                confidence: float, drop_reason: str = "", message: str = "") -> pb.TrackResult:
+        return pb.TrackResult(
+            track_id=track.track_id,
+            frame_number=frame.frame_number if frame is not None else track.frames_received,
+            source_pts=frame.pts if frame is not None else 0,
+            capture_time=_ts(frame.capture_time) if frame is not None else None,
+            receive_time=_ts(frame.receive_time) if frame is not None else None,
+            publish_time=_ts(time.time()),
+            box=_box(box_xyxy), confidence=confidence, status=status, drop_reason=drop_reason,
+            message=message, model_id=self.model_id)
+
+    def _deliver(self, frame: PendingFrame, result: pb.TrackResult) -> None:
+        if frame.future is not None and not frame.future.done():
+            frame.future.set_result(result)
+
+    def _on_drop(self, track: Track, frame: PendingFrame, reason: str) -> None:
+        track.dropped[reason] += 1
+        self.metrics.dropped(track.track_id, reason)
+        result = self._result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0, drop_reason=reason)
+        self._deliver(frame, result)
+        asyncio.get_running_loop().create_task(fan_out(self.sinks, result))
+        event("frame_dropped", 10, track_id=track.track_id, frame=frame.frame_number, reason=reason)
+
+    def _on_fail(self, tracks: list[Track], frames: list[PendingFrame], exc: BaseException) -> None:
+        for track, frame in zip(tracks, frames):
+            track.dropped["internal_error"] += 1
+            self.metrics.dropped(track.track_id, "internal_error")
+            self._deliver(frame, self._result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0,
+                                              drop_reason="internal_error", message=repr(exc)))
+
+    async def _on_batch(self, tracks: list[Track], frames: list[PendingFrame], pairs: list,
+                        seconds: float) -> None:
+        now_mono = time.monotonic()
+        self.metrics.batch_size.observe(len(tracks))
+        self.metrics.batch_forward_seconds.observe(seconds)
+        results = []
+        for track, frame, (new_state, res) in zip(tracks, frames, pairs):
+            self.metrics.queue_wait_seconds.observe(max(0.0, now_mono - seconds - frame.enqueued))
+            track.state = new_state
+            track.frames_processed += 1
+            result = self._result(track, frame, pb.TRACKING, res.box_xyxy, float(res.score))
+            track.last_result = result
+            results.append(result)
+            self.metrics.processed(track.track_id)
+        live = [t for t in tracks if t.status == pb.TRACKING]
+        await self._save_states(live)
+        now = time.time()
+        for frame, result in zip(frames, results):
+            result.publish_time.CopyFrom(_ts(now))
+            self.metrics.frame_age_seconds.observe(max(0.0, now - (frame.capture_time or frame.receive_time)))
+            self._deliver(frame, result)
+            await fan_out(self.sinks, result)
+
+    # -- persistence ----------------------------------------------------------------------------------------
+
+    async def _save_states(self, tracks: list[Track]) -> None:
+        if self.store is None or not tracks:
+            return
+        if not self.redis_ok:
+            for t in tracks:
+                t.dirty = True
+            return
+        try:
+            await self.store.save_states((t.track_id, t.state_dict()) for t in tracks)
+        except StoreUnavailable:
+            self._redis_down()
+            for t in tracks:
+                t.dirty = True
+
+    def _redis_down(self) -> None:
+        if self.redis_ok:
+            event("redis_down", 30, tracks=len(self.tracks))
+        self.redis_ok = False
+        for t in self.tracks.values():
+            t.dirty = True
+
+    async def _save_full(self, track: Track) -> None:
+        assert self.store is not None
+        tokens = encode_tokens(track.state.template_tokens, self.model_id) if track.status == pb.TRACKING else None
+        await self.store.save_full(track.track_id, track.meta_dict(), track.state_dict(), tokens)
+        track.dirty = False
+
+    async def _maintain(self) -> None:
+        """Refresh leases and TTLs; when Redis comes back (or lost our keys), write the state again."""
+        assert self.store is not None
+        period = max(0.05, min(1.0, self.settings.lease_ttl_s / 3))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                if not self.redis_ok:
+                    await self.store.ping()
+                    self.redis_ok = True
+                    event("redis_back", dirty=sum(t.dirty for t in self.tracks.values()))
+                for dirty in [t for t in self.tracks.values() if t.dirty]:
+                    await self._save_full(dirty)
+                    event("state_rewritten", track_id=dirty.track_id)
+                ids = list(self.tracks)
+                codes = await self.store.refresh(ids)
+                for tid, code in codes.items():
+                    track = self.tracks.get(tid)
+                    if track is None:
+                        continue
+                    if code == REFRESH_MISSING:
+                        await self._save_full(track)
+                        event("state_rewritten", track_id=tid, why="missing in redis")
+                    elif code == REFRESH_LOST:
+                        owner = await self.store.lease_owner(tid)
+                        event("lease_lost", 30, track_id=tid, owner=owner)
+                        self._evict(track, f"lease taken over by {owner}")
+            except StoreUnavailable:
+                self._redis_down()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                event("maintenance_error", 40, error=repr(exc))
+
+    # -- tracks --------------------------------------------------------------------------------------------
+
+    def _check_capacity(self) -> None:
+        if len(self.tracks) + len(self._reserved) >= self.settings.max_tracks:
+            raise errors.exhausted(f"this server holds its maximum of {self.settings.max_tracks} tracks "
+                                   "(--max-tracks); stop a track or use another replica")
+
+    def _options(self, opts: pb.TrackOptions) -> Options:
+        policy = POLICY_NAMES.get(opts.overload_policy, self.settings.default_policy)
+        if opts.overload_policy not in (0, *POLICY_NAMES):
+            raise errors.invalid(f"unknown overload_policy {opts.overload_policy}")
+        if opts.max_frame_age_seconds < 0:
+            raise errors.invalid("options.max_frame_age_seconds must be >= 0")
+        return Options(policy=policy, max_age_s=opts.max_frame_age_seconds or self.settings.fifo_max_age_s,
+                       max_queue=opts.max_queue or self.settings.fifo_max_queue)
+
+    async def _decode(self, frame: pb.Frame, h264: H264Decoder | None) -> np.ndarray:
+        kind = payload_kind(frame)
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            rgb = await loop.run_in_executor(self._decode_pool, decode_frame, frame, self.limits, h264)
+        except DecodeError as exc:
+            raise errors.invalid(str(exc)) from None
+        except FrameTooLarge as exc:
+            raise errors.exhausted(str(exc)) from None
+        self.metrics.decode_seconds.labels(kind or "none").observe(time.perf_counter() - t0)
+        return rgb
+
+    def _register(self, track: Track) -> None:
+        self.tracks[track.track_id] = track
+        self.tombstones.pop(track.track_id, None)
+        self.metrics.active_tracks.set(len(self.tracks))
+
+    async def start_track(self, req: pb.StartTrackRequest,
+                          source_factory: Callable[..., FrameSource] | None = None
+                          ) -> tuple[str, pb.TrackResult]:
+        if self.draining:
+            raise errors.unavailable("server is draining; retry on another replica")
+        track_id = req.track_id or uuid.uuid4().hex[:16]
+        if not TRACK_ID_RE.match(track_id):
+            raise errors.invalid(f"track_id {track_id!r}: use 1-128 characters from [A-Za-z0-9_.-]")
+        if req.model and req.model not in (self.model_id, self.model_id.split("@")[0]):
+            raise errors.invalid(f"model {req.model!r} is not served here; this server serves {self.model_id!r}")
+        if track_id in self.tracks or track_id in self._reserved:
+            raise errors.exists(f"track {track_id!r} already exists; stop it first or pick another id")
+        self._check_capacity()
+        options = self._options(req.options)
+        box = [req.initial_box.x, req.initial_box.y, req.initial_box.width, req.initial_box.height]
+        self._reserved.add(track_id)
+        try:
+            await self._check_not_in_redis(track_id)
+            kind = req.WhichOneof("source")
+            if kind == "first_frame":
+                h264 = H264Decoder() if payload_kind(req.first_frame) == "h264" else None
+                rgb = await self._decode(req.first_frame, h264)
+                frame = PendingFrame(rgb=rgb, frame_number=0, pts=req.first_frame.pts,
+                                     capture_time=_capture(req.first_frame), receive_time=time.time())
+                track = await self._init_track(track_id, rgb, box, options, "push", dict(req.labels))
+                track.h264 = h264
+            elif kind == "rtsp":
+                if source_factory is None:
+                    raise errors.ServiceError(__import__("grpc").StatusCode.UNIMPLEMENTED,
+                                              "RTSP sources are not available on this server")
+                track, frame = await self._start_pulled(track_id, req, box, options, source_factory)
+            else:
+                raise errors.invalid("StartTrack needs a source: first_frame (push) or rtsp")
+        finally:
+            self._reserved.discard(track_id)
+        self._register(track)
+        result = self._result(track, frame, pb.TRACKING, track.state.box_xyxy, 1.0)
+        track.last_result = result
+        await self._persist_new(track)
+        await fan_out(self.sinks, result)
+        event("track_started", track_id=track_id, source=track.source, policy=options.policy,
+              box=",".join(f"{v:.1f}" for v in box))
+        return track_id, result
+
+    async def _check_not_in_redis(self, track_id: str) -> None:
+        if self.store is None or not self.redis_ok:
+            return
+        try:
+            stored = await self.store.load(track_id)
+        except StoreUnavailable:
+            self._redis_down()
+            return
+        if stored is not None and stored.state.get("status") != "STOPPED":
+            raise errors.exists(f"track {track_id!r} exists in Redis (another server, or a restart): push "
+                                "frames to it to resume it, or stop it first")
+
+    async def _init_track(self, track_id: str, rgb: np.ndarray, box: list[float], options: Options,
+                          source: str, labels: dict[str, str]) -> Track:
+        try:
+            (state,) = await self.executor.initialize([rgb], [box])
+        except InvalidInput as exc:
+            raise errors.invalid(str(exc)) from None
+        return Track(track_id=track_id, state=state, model_id=self.model_id, options=options, source=source,
+                     labels=labels)
+
+    async def _persist_new(self, track: Track) -> None:
+        if self.store is None:
+            return
+        if not self.redis_ok:
+            track.dirty = True
+            return
+        try:
+            owner = await self.store.acquire_lease(track.track_id)
+            if owner != self.store.owner:
+                event("lease_conflict", 30, track_id=track.track_id, owner=owner)
+            await self._save_full(track)
+        except StoreUnavailable:
+            self._redis_down()
+
+    async def _start_pulled(self, track_id: str, req: pb.StartTrackRequest, box: list[float],
+                            options: Options, factory: Callable[..., FrameSource]
+                            ) -> tuple[Track, PendingFrame]:
+        """Open the source, initialise on its first frame with pts >= init_pts, then pump frames."""
+        try:
+            source = factory(req.rtsp.url, dict(req.rtsp.options), track_id=track_id)
+        except ValueError as exc:
+            raise errors.invalid(str(exc)) from None
+        frames = source.frames().__aiter__()
+        try:
+            while True:
+                first = await asyncio.wait_for(frames.__anext__(), timeout=30.0)
+                if first.pts >= req.rtsp.init_pts:
+                    break
+        except (asyncio.TimeoutError, StopAsyncIteration):
+            await source.stop()
+            raise errors.unavailable(f"could not read a first frame from the source ({source.state})") from None
+        frame = PendingFrame(rgb=first.rgb, frame_number=0, pts=first.pts, capture_time=first.capture_time,
+                             receive_time=first.receive_time or time.time())
+        try:
+            track = await self._init_track(track_id, first.rgb, box, options, _redact(req.rtsp.url),
+                                           dict(req.labels))
+        except errors.ServiceError:
+            await source.stop()
+            raise
+        track.source_obj = source
+        track.source_task = asyncio.create_task(self._pump(track, frames), name=f"pump {track_id}")
+        return track, frame
+
+    async def _pump(self, track: Track, frames: Any) -> None:
+        """Feed a pulled source's frames into the track's slot (results go to sinks only)."""
+        try:
+            async for f in frames:
+                if track.status != pb.TRACKING:
+                    break
+                self.scheduler.submit(track, PendingFrame(
+                    rgb=f.rgb, frame_number=track.next_frame_number(), pts=f.pts, capture_time=f.capture_time,
+                    receive_time=f.receive_time or time.time()))
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            event("source_error", 40, track_id=track.track_id, error=repr(exc))
+        if track.status == pb.TRACKING and not self.draining:
+            state = getattr(track.source_obj.state, "value", str(track.source_obj.state))
+            track.status = pb.FAILED if state == "failed" else pb.STOPPED
+            track.message = f"source ended ({state})"
+            result = self._result(track, None, track.status, track.state.box_xyxy, 0.0, message=track.message)
+            await fan_out(self.sinks, result)
+            event("source_ended", 30, track_id=track.track_id, state=state)
+
+    async def _track_for_push(self, track_id: str) -> Track:
+        if self.draining:
+            raise errors.unavailable("server is draining; retry on another replica")
+        track = self.tracks.get(track_id)
+        if track is None:
+            if track_id in self.tombstones:
+                raise errors.precondition(f"track {track_id!r} was stopped; start a new track")
+            track = await self._resume(track_id)
+        if track.status != pb.TRACKING:
+            raise errors.precondition(f"track {track_id!r} is {pb.TrackStatus.Name(track.status)}: {track.message}")
+        if track.source != "push":
+            raise errors.precondition(f"track {track_id!r} pulls its frames from {track.source}; it takes no pushes")
+        return track
+
+    async def _resume(self, track_id: str) -> Track:
+        """Carry on a track this server does not hold, from its state in Redis."""
+        if self.store is None:
+            raise errors.not_found(f"no track {track_id!r}")
+        lock = self._resume_locks.setdefault(track_id, asyncio.Lock())
+        async with lock:
+            if track_id in self.tracks:
+                return self.tracks[track_id]
+            try:
+                stored = await self.store.load(track_id)
+            except StoreUnavailable:
+                self._redis_down()
+                raise errors.unavailable(f"track {track_id!r} is not held by this server and Redis is "
+                                         "unreachable; retry") from None
+            if stored is None:
+                raise errors.not_found(f"no track {track_id!r} (not on this server, not in Redis)")
+            meta, state = stored.meta, stored.state
+            if state.get("status") != "TRACKING":
+                raise errors.precondition(f"track {track_id!r} is {state.get('status')}; start a new track")
+            if meta.get("source") != "push":
+                raise errors.precondition(f"track {track_id!r} pulls from {meta.get('source')}; it takes no pushes")
+            if meta.get("model_id") != self.model_id:
+                raise errors.precondition(f"track {track_id!r} was started with model {meta.get('model_id')!r}; "
+                                          f"this server serves {self.model_id!r}")
+            if stored.tokens is None:
+                raise errors.precondition(f"track {track_id!r} has no template in Redis; start a new track")
+            try:
+                tokens, tokens_model = decode_tokens(stored.tokens)
+            except TokenFormatError as exc:
+                raise errors.precondition(f"track {track_id!r}: stored template unreadable ({exc})") from None
+            if tokens_model != self.model_id:
+                raise errors.precondition(f"track {track_id!r}: stored template is for model {tokens_model!r}")
+            self._check_capacity()
+            try:
+                owner = await self.store.acquire_lease(track_id)
+            except StoreUnavailable:
+                self._redis_down()
+                raise errors.unavailable("Redis unreachable while taking the track's lease; retry") from None
+            if owner != self.store.owner:
+                raise errors.unavailable(f"track {track_id!r} is held by server {owner!r}; its lease lasts up to "
+                                         f"{self.settings.lease_ttl_s}s after that server stops; retry there or later")
+            track = Track(
+                track_id=track_id,
+                state=TrackState(template_tokens=tokens.to(torch.float32),
+                                 box_xyxy=np.array(state["box_xyxy"], dtype=np.float64),
+                                 pad_color=np.array(state["pad_color"], dtype=np.float32),
+                                 frame_index=int(state["frame_index"])),
+                model_id=self.model_id, options=Options.from_dict(meta["options"]), source="push",
+                labels=dict(meta.get("labels", {})), created_time=float(meta.get("created_time", time.time())),
+                frames_received=int(state["frames_received"]), frames_processed=int(state["frames_processed"]),
+                dropped=collections.Counter(state.get("dropped", {})))
+            track.last_result = pb.TrackResult(
+                track_id=track_id, frame_number=int(state.get("last_frame_number", 0)),
+                source_pts=int(state.get("last_pts", 0)), box=_box(track.state.box_xyxy),
+                confidence=float(state.get("last_confidence", 0.0)), status=pb.TRACKING, model_id=self.model_id)
+            self._register(track)
+            event("track_resumed", track_id=track_id, frame=track.frames_received, owner=owner)
+            return track
+
+    async def push(self, track_id: str, frame: pb.Frame) -> asyncio.Future:
+        """Decode and queue one frame; -> a future of its TrackResult (a result or a drop)."""
+        track = await self._track_for_push(track_id)
+        if payload_kind(frame) == "h264" and track.h264 is None:
+            track.h264 = H264Decoder()
+        receive = time.time()
+        try:
+            rgb = await self._decode(frame, track.h264)
+        except errors.ServiceError:
+            track.dropped["decode_error"] += 1
+            self.metrics.dropped(track_id, "decode_error")
+            raise
+        await track.wait_for_room()
+        if track.status != pb.TRACKING:
+            raise errors.precondition(f"track {track_id!r} was stopped while the frame waited")
+        fut = asyncio.get_running_loop().create_future()
+        pending = PendingFrame(rgb=rgb, frame_number=track.next_frame_number(), pts=frame.pts,
+                               capture_time=_capture(frame), receive_time=receive, future=fut)
+        self.scheduler.submit(track, pending)
+        return fut
+
+    async def stop_track(self, track_id: str) -> pb.TrackInfo:
+        track = self.tracks.get(track_id)
+        if track is None:
+            if track_id in self.tombstones:
+                return self.tombstones[track_id]
+            track = await self._resume(track_id)
+        track.status = pb.STOPPED
+        track.message = "stopped by StopTrack"
+        self.scheduler.discard(track)
+        while track.waiting:
+            self._on_drop(track, track.waiting.popleft(), "stopped")
+        track.room.set()
+        if track.source_task is not None:
+            track.source_task.cancel()
+        if track.source_obj is not None:
+            await track.source_obj.stop()
+        result = self._result(track, None, pb.STOPPED, track.state.box_xyxy, 0.0, message=track.message)
+        await fan_out(self.sinks, result)
+        if self.store is not None and self.redis_ok:
+            try:
+                await self._save_full(track)
+                await self.store.release_lease(track_id)
+            except StoreUnavailable:
+                self._redis_down()
+        self._evict(track, "stopped")
+        info = self.info(track)
+        self.tombstones[track_id] = info
+        while len(self.tombstones) > MAX_TOMBSTONES:
+            self.tombstones.popitem(last=False)
+        event("track_stopped", track_id=track_id, frames=track.frames_processed)
+        return info
+
+    def _evict(self, track: Track, why: str) -> None:
+        self.tracks.pop(track.track_id, None)
+        self.scheduler.discard(track)
+        self.metrics.forget_track(track.track_id)
+        self.metrics.active_tracks.set(len(self.tracks))
+        if track.h264 is not None:
+            track.h264.close()
+        event("track_evicted", 10, track_id=track.track_id, why=why)
+
+    def get_track(self, track_id: str) -> pb.TrackInfo:
+        track = self.tracks.get(track_id)
+        if track is not None:
+            return self.info(track)
+        if track_id in self.tombstones:
+            return self.tombstones[track_id]
+        raise errors.not_found(f"no track {track_id!r} on this server")
+
+    def list_tracks(self) -> list[pb.TrackInfo]:
+        return [self.info(t) for t in self.tracks.values()]
+
+    def info(self, track: Track) -> pb.TrackInfo:
+        if track.source == "push":
+            source_state = pb.SOURCE_PUSH if track.status == pb.TRACKING else pb.SOURCE_STOPPED
+        else:
+            name = getattr(getattr(track.source_obj, "state", None), "value", "stopped")
+            source_state = {"connecting": pb.SOURCE_CONNECTING, "running": pb.SOURCE_RUNNING,
+                            "reconnecting": pb.SOURCE_RECONNECTING, "failed": pb.SOURCE_FAILED,
+                            }.get(name, pb.SOURCE_STOPPED)
+        return pb.TrackInfo(
+            track_id=track.track_id, status=track.status, source_state=source_state, source=track.source,
+            model_id=track.model_id, options=track.options.to_proto(), last_result=track.last_result,
+            frames_processed=track.frames_processed, frames_dropped=dict(track.dropped),
+            created_time=_ts(track.created_time), owner=self.store.owner if self.store else "",
+            message=track.message, labels=track.labels)
+
+
+def _capture(frame: pb.Frame) -> float | None:
+    if frame.HasField("capture_time"):
+        return frame.capture_time.ToNanoseconds() / 1e9
+    return None
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)

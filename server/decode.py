@@ -1,0 +1,124 @@
+"""Turn a pushed `Frame` message into an HxWx3 uint8 RGB array.
+
+Pure functions plus one stateful `H264Decoder` per track; the service runs them in a thread pool so the
+event loop never decodes. Every failure raises `DecodeError` (-> INVALID_ARGUMENT) or `FrameTooLarge`
+(-> RESOURCE_EXHAUSTED) with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from lorat.v1 import tracker_pb2 as pb
+from PIL import Image
+
+
+class DecodeError(ValueError):
+    """The payload is not a frame we can decode."""
+
+
+class FrameTooLarge(ValueError):
+    """The frame is bigger than the server's configured limits."""
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    max_width: int
+    max_height: int
+
+    def check(self, width: int, height: int) -> None:
+        if width > self.max_width or height > self.max_height:
+            raise FrameTooLarge(
+                f"frame is {width}x{height}, over the server limit {self.max_width}x{self.max_height}")
+        if width < 1 or height < 1:
+            raise DecodeError(f"frame has no pixels ({width}x{height})")
+
+
+def payload_kind(frame: pb.Frame) -> str:
+    """'encoded' | 'raw' | 'h264' | '' (empty)."""
+    return frame.WhichOneof("data") or ""
+
+
+def decode_image(data: bytes, limits: FrameLimits) -> np.ndarray:
+    """JPEG or PNG bytes -> RGB array; dimensions are checked before pixels are decoded."""
+    if not data:
+        raise DecodeError("frame.encoded is empty")
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.format not in ("JPEG", "PNG"):
+            raise DecodeError(f"frame.encoded must be JPEG or PNG, got {img.format}")
+        limits.check(*img.size)
+        img.draft("RGB", img.size)
+        rgb = np.asarray(img.convert("RGB"))
+    except (DecodeError, FrameTooLarge):
+        raise
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise DecodeError(f"frame.encoded could not be decoded as JPEG/PNG: {exc}") from None
+    return rgb
+
+
+def decode_raw(raw: pb.RawImage, limits: FrameLimits) -> np.ndarray:
+    """Raw RGB24/BGR24 with an optional row stride -> contiguous RGB array."""
+    if raw.format not in (pb.RawImage.RGB24, pb.RawImage.BGR24):
+        raise DecodeError("frame.raw.format must be RGB24 or BGR24")
+    width, height = int(raw.width), int(raw.height)
+    limits.check(width, height)
+    stride = int(raw.stride) or width * 3
+    if stride < width * 3:
+        raise DecodeError(f"frame.raw.stride {stride} is less than width*3 = {width * 3}")
+    need = stride * (height - 1) + width * 3
+    if len(raw.data) < need or len(raw.data) > stride * height:
+        raise DecodeError(
+            f"frame.raw.data has {len(raw.data)} bytes; a {width}x{height} image with stride {stride} "
+            f"needs {stride * height} (or at least {need})")
+    buf = np.frombuffer(raw.data, dtype=np.uint8)
+    if len(buf) < stride * height:
+        buf = np.concatenate([buf, np.zeros(stride * height - len(buf), np.uint8)])
+    rows = buf.reshape(height, stride)[:, : width * 3].reshape(height, width, 3)
+    if raw.format == pb.RawImage.BGR24:
+        rows = rows[:, :, ::-1]
+    return np.ascontiguousarray(rows)
+
+
+class H264Decoder:
+    """One H.264 decoder per track: access units must arrive in stream order."""
+
+    def __init__(self) -> None:
+        self._ctx = av.CodecContext.create("h264", "r")
+        self._lock = threading.Lock()
+
+    def decode(self, data: bytes, limits: FrameLimits) -> np.ndarray:
+        if not data:
+            raise DecodeError("frame.h264 is empty")
+        with self._lock:
+            try:
+                frames = self._ctx.decode(av.Packet(data))
+            except Exception as exc:
+                raise DecodeError(f"frame.h264 could not be decoded: {exc}") from None
+        if not frames:
+            raise DecodeError("frame.h264 produced no picture (send a keyframe with SPS/PPS first, one "
+                              "access unit per message)")
+        frame = frames[-1]
+        limits.check(frame.width, frame.height)
+        return frame.to_ndarray(format="rgb24")
+
+    def close(self) -> None:
+        self._ctx = None  # type: ignore[assignment]
+
+
+def decode_frame(frame: pb.Frame, limits: FrameLimits, h264: H264Decoder | None) -> np.ndarray:
+    """Decode any `Frame` payload; `h264` is the track's decoder (required for h264 payloads)."""
+    kind = payload_kind(frame)
+    if kind == "encoded":
+        return decode_image(frame.encoded, limits)
+    if kind == "raw":
+        return decode_raw(frame.raw, limits)
+    if kind == "h264":
+        if h264 is None:
+            raise DecodeError("h264 frames need a track (its decoder holds the stream state)")
+        return h264.decode(frame.h264, limits)
+    raise DecodeError("frame has no data: set one of encoded, raw or h264")

@@ -1,0 +1,1 @@
+"""Where TrackResults go after a batch: gRPC watchers (WatchHub), Redis Streams, ..."""

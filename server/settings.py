@@ -1,0 +1,119 @@
+"""One settings object for the server, from CLI flags and `LORAT_*` environment variables.
+
+Every knob has a default and a one-line doc; `lorat-serve --help` prints them all. Precedence:
+CLI flag > environment variable > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+POLICIES = ("latest", "fifo", "every_frame")
+
+
+def _knob(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server configuration; field docs double as `--help` text and the README table."""
+
+    grpc_host: str = _knob("127.0.0.1", "address the gRPC server binds (0.0.0.0 for all interfaces)")
+    grpc_port: int = _knob(50051, "gRPC port (0 picks a free one, logged at start)")
+    metrics_port: int = _knob(9090, "Prometheus /metrics HTTP port (0 picks a free one; -1 disables)")
+    redis_url: str = _knob("", "Redis URL for track state; empty starts a private embedded redis-server")
+    checkpoint: str = _knob("", "merged .safetensors model; empty serves the built-in default model")
+    device: str = _knob("cpu", "torch device for the model (cpu, cuda, cuda:1, ...)")
+    precision: str = _knob("auto", "auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, fp32 on CPU)")
+    max_batch_size: int = _knob(16, "most frames (one per track) in one forward pass")
+    max_batch_wait_ms: float = _knob(5.0, "longest a ready frame waits for others to fill a batch")
+    max_tracks: int = _knob(256, "most tracks one server holds; more get RESOURCE_EXHAUSTED")
+    max_message_bytes: int = _knob(16 * 1024 * 1024, "largest gRPC message accepted (frames included)")
+    max_frame_width: int = _knob(4096, "widest frame accepted (pixels)")
+    max_frame_height: int = _knob(4096, "tallest frame accepted (pixels)")
+    track_ttl_s: float = _knob(3600.0, "a track's Redis state expires this long after its last activity")
+    lease_ttl_s: float = _knob(10.0, "ownership lease; another server may take a track over after this")
+    default_policy: str = _knob("latest", "overload policy when a track names none: latest|fifo|every_frame")
+    fifo_max_age_s: float = _knob(1.0, "fifo: frames that waited longer than this are dropped (too_old)")
+    fifo_max_queue: int = _knob(8, "fifo/every_frame: most frames waiting per track")
+    replay_results: int = _knob(256, "results kept per track for WatchTracks replay (from_frame)")
+    decode_threads: int = _knob(2, "threads decoding pushed frames (off the event loop)")
+    instance_id: str = _knob("", "this server's lease owner name; empty: host-pid-random")
+    redis_prefix: str = _knob("lorat", "prefix of every Redis key this server writes")
+    drain_timeout_s: float = _knob(10.0, "on SIGTERM, longest wait for in-flight frames before exit")
+    log_level: str = _knob("INFO", "DEBUG | INFO | WARNING | ERROR")
+
+    def validate(self) -> Settings:
+        """Reject nonsense early with a message naming the knob."""
+        if self.default_policy not in POLICIES:
+            raise ValueError(f"default_policy must be one of {POLICIES}, got {self.default_policy!r}")
+        for name in ("max_batch_size", "max_tracks", "max_message_bytes", "max_frame_width",
+                     "max_frame_height", "fifo_max_queue", "decode_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_batch_wait_ms", "track_ttl_s", "lease_ttl_s", "fifo_max_age_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lease_ttl_s <= 0.05:
+            raise ValueError("lease_ttl_s must be > 0.05")
+        return self
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        return "LORAT_" + name.upper()
+
+
+def _convert(kind: type, raw: str) -> Any:
+    return kind(raw)
+
+
+def _types() -> dict[str, type]:
+    return {f.name: type(f.default) for f in fields(Settings)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lorat-serve",
+        description="LoRAT tracking service (gRPC). Every flag also reads LORAT_<NAME> from the environment.",
+    )
+    types = _types()
+    for f in fields(Settings):
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, type=types[f.name], default=None,
+            help=f"{f.metadata['doc']} [env {Settings.env_name(f.name)}, default {f.default!r}]",
+        )
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Defaults, overridden by `LORAT_*` variables, overridden by flags."""
+    env = dict(os.environ) if env is None else env
+    types = _types()
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = env.get(Settings.env_name(f.name))
+        if raw is not None and raw != "":
+            try:
+                values[f.name] = _convert(types[f.name], raw)
+            except ValueError as exc:
+                raise ValueError(f"{Settings.env_name(f.name)}={raw!r}: {exc}") from exc
+    args = build_parser().parse_args(argv)
+    for key, value in vars(args).items():
+        if value is not None:
+            values[key] = value
+    return dataclasses.replace(Settings(), **values).validate()
+
+
+def settings_table() -> str:
+    """Markdown table of every knob (for docs/service.md)."""
+    rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for f in fields(Settings):
+        rows.append(f"| `--{f.name.replace('_', '-')}` | `{Settings.env_name(f.name)}` | `{f.default!r}` | "
+                    f"{f.metadata['doc']} |")
+    return "\n".join(rows)

@@ -1,0 +1,144 @@
+"""A track in memory: engine state, its waiting frames (the per-track slot) and the overload policy.
+
+Policies decide what happens when frames arrive faster than the track is served:
+  latest       one waiting frame; a newer one replaces it (the old one is dropped: "superseded")
+  fifo         up to `max_queue` waiting frames (oldest dropped: "queue_full"); frames that waited longer
+               than `max_age_s` are dropped when their turn comes ("too_old")
+  every_frame  never drops; the pusher waits for room (`wait_for_room`)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from lorat.v1 import tracker_pb2 as pb
+
+from lorat_infer import TrackState
+
+POLICY_NAMES = {pb.LATEST: "latest", pb.FIFO: "fifo", pb.EVERY_FRAME: "every_frame"}
+POLICY_ENUMS = {v: k for k, v in POLICY_NAMES.items()}
+
+
+@dataclass(frozen=True)
+class Options:
+    policy: str = "latest"
+    max_age_s: float = 1.0
+    max_queue: int = 8
+
+    def to_proto(self) -> pb.TrackOptions:
+        return pb.TrackOptions(overload_policy=POLICY_ENUMS[self.policy], max_frame_age_seconds=self.max_age_s,
+                               max_queue=self.max_queue)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "max_age_s": self.max_age_s, "max_queue": self.max_queue}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Options:
+        return cls(policy=str(d["policy"]), max_age_s=float(d["max_age_s"]), max_queue=int(d["max_queue"]))
+
+
+@dataclass
+class PendingFrame:
+    """A decoded frame waiting for its batch; `future` gets its TrackResult (None for pulled sources)."""
+
+    rgb: np.ndarray
+    frame_number: int
+    pts: int
+    capture_time: float | None  # epoch seconds, if the caller knows
+    receive_time: float  # epoch seconds
+    enqueued: float = field(default_factory=time.monotonic)
+    future: asyncio.Future | None = None
+
+
+@dataclass
+class Track:
+    track_id: str
+    state: TrackState
+    model_id: str
+    options: Options
+    source: str = "push"
+    labels: dict[str, str] = field(default_factory=dict)
+    created_time: float = field(default_factory=time.time)
+    status: int = pb.TRACKING
+    message: str = ""
+    frames_received: int = 0  # the last frame number handed out (0 = the initialisation frame)
+    frames_processed: int = 0
+    dropped: collections.Counter = field(default_factory=collections.Counter)
+    last_result: pb.TrackResult | None = None
+    waiting: collections.deque = field(default_factory=collections.deque)
+    in_flight: bool = False
+    dirty: bool = False  # Redis lacks (some of) this track's state: rewrite all of it when it is back
+    h264: Any = None  # server.decode.H264Decoder, created on the first h264 frame
+    source_obj: Any = None  # a FrameSource for pulled tracks
+    source_task: asyncio.Task | None = None
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def next_frame_number(self) -> int:
+        self.frames_received += 1
+        return self.frames_received
+
+    def offer(self, frame: PendingFrame) -> list[tuple[PendingFrame, str]]:
+        """Queue a frame under the policy; -> frames dropped by it, with their reasons."""
+        dropped: list[tuple[PendingFrame, str]] = []
+        if self.options.policy == "latest":
+            while self.waiting:
+                dropped.append((self.waiting.popleft(), "superseded"))
+        elif self.options.policy == "fifo":
+            while len(self.waiting) >= self.options.max_queue:
+                dropped.append((self.waiting.popleft(), "queue_full"))
+        self.waiting.append(frame)
+        self._update_room()
+        return dropped
+
+    def take(self, now: float) -> tuple[PendingFrame | None, list[tuple[PendingFrame, str]]]:
+        """The next frame to process, and fifo frames that outlived their age budget."""
+        dropped: list[tuple[PendingFrame, str]] = []
+        while self.waiting:
+            frame = self.waiting.popleft()
+            if self.options.policy == "fifo" and now - frame.enqueued > self.options.max_age_s:
+                dropped.append((frame, "too_old"))
+                continue
+            self._update_room()
+            return frame, dropped
+        self._update_room()
+        return None, dropped
+
+    def has_room(self) -> bool:
+        return self.options.policy != "every_frame" or len(self.waiting) < self.options.max_queue
+
+    def _update_room(self) -> None:
+        if self.has_room():
+            self.room.set()
+        else:
+            self.room.clear()
+
+    async def wait_for_room(self) -> None:
+        while not self.has_room() and self.status == pb.TRACKING:
+            self.room.clear()
+            await self.room.wait()
+
+    # -- persistence ------------------------------------------------------------------------------------
+
+    def meta_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "options": self.options.to_dict(), "labels": self.labels,
+                "model_id": self.model_id, "created_time": self.created_time}
+
+    def state_dict(self) -> dict[str, Any]:
+        last = self.last_result
+        return {
+            "box_xyxy": [float(v) for v in self.state.box_xyxy],
+            "pad_color": [float(v) for v in self.state.pad_color],
+            "frame_index": int(self.state.frame_index),
+            "frames_received": self.frames_received,
+            "frames_processed": self.frames_processed,
+            "dropped": dict(self.dropped),
+            "status": pb.TrackStatus.Name(self.status),
+            "last_frame_number": int(last.frame_number) if last is not None else 0,
+            "last_confidence": float(last.confidence) if last is not None else 1.0,
+            "last_pts": int(last.source_pts) if last is not None else 0,
+        }
