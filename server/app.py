@@ -4,6 +4,7 @@ SIGTERM drain."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -107,7 +108,7 @@ async def serve(settings: Settings) -> None:
         store = RedisStateStore(redis_url, owner, prefix=settings.redis_prefix, track_ttl_s=settings.track_ttl_s,
                                 lease_ttl_s=settings.lease_ttl_s,
                                 on_error=lambda op: metrics.redis_errors.labels(op).inc())
-        sinks = _extra_sinks(redis_url)
+        sinks = _extra_sinks(redis_url, metrics) if settings.publish_streams else []
         executor = BatchExecutor(engine)
         manager = TrackManager(settings, executor, model_id, metrics, store, sinks)
         manager.start()
@@ -120,6 +121,9 @@ async def serve(settings: Settings) -> None:
         event("sigterm", note="stop accepting, finish in-flight batches, write state to Redis")
         await health_servicer.enter_graceful_shutdown()
         await manager.drain()
+        for sink in sinks:
+            with contextlib.suppress(Exception):
+                await sink.close(timeout=2.0)
         await server.stop(grace=2.0)
         executor.shutdown()
     finally:
@@ -138,14 +142,17 @@ def _rtsp_factory():  # type: ignore[no-untyped-def]
     return RtspSource
 
 
-def _extra_sinks(redis_url: str) -> list:
-    """Redis Streams publishing, if its module is present; wired in by `publishing/redis_streams.py`."""
+def _extra_sinks(redis_url: str, metrics: Metrics) -> list:
+    """Redis Streams publishing (`publishing/redis_streams.py`), if that module is present."""
     try:
+        import redis.asyncio as aioredis
+
         from .publishing.redis_streams import RedisStreamPublisher
     except ImportError:
         return []
     try:
-        return [RedisStreamPublisher(redis_url)]
+        client = aioredis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        return [RedisStreamPublisher(client, on_error=lambda op, exc: metrics.redis_errors.labels(op).inc())]
     except Exception as exc:  # its constructor contract is the other module's; never fail the server
         event("redis_streams_unavailable", 30, error=repr(exc))
         return []

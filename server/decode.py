@@ -53,7 +53,7 @@ def decode_image(data: bytes, limits: FrameLimits) -> np.ndarray:
             raise DecodeError(f"frame.encoded must be JPEG or PNG, got {img.format}")
         limits.check(*img.size)
         img.draft("RGB", img.size)
-        rgb = np.asarray(img.convert("RGB"))
+        rgb = np.array(img.convert("RGB"))
     except (DecodeError, FrameTooLarge):
         raise
     except Exception as exc:  # PIL raises many types for corrupt data

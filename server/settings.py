@@ -43,6 +43,7 @@ class Settings:
     fifo_max_age_s: float = _knob(1.0, "fifo: frames that waited longer than this are dropped (too_old)")
     fifo_max_queue: int = _knob(8, "fifo/every_frame: most frames waiting per track")
     replay_results: int = _knob(256, "results kept per track for WatchTracks replay (from_frame)")
+    publish_streams: bool = _knob(True, "also publish every result to Redis Streams (docs/redis-streams.md)")
     decode_threads: int = _knob(2, "threads decoding pushed frames (off the event loop)")
     instance_id: str = _knob("", "this server's lease owner name; empty: host-pid-random")
     redis_prefix: str = _knob("lorat", "prefix of every Redis key this server writes")
@@ -70,6 +71,12 @@ class Settings:
 
 
 def _convert(kind: type, raw: str) -> Any:
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {raw!r}")
     return kind(raw)
 
 
@@ -85,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     types = _types()
     for f in fields(Settings):
         parser.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, type=types[f.name], default=None,
+            "--" + f.name.replace("_", "-"), dest=f.name, default=None,
+            type=(lambda raw, k=types[f.name]: _convert(k, raw)),
             help=f"{f.metadata['doc']} [env {Settings.env_name(f.name)}, default {f.default!r}]",
         )
     return parser
