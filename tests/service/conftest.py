@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from PIL import Image
-
 from lorat.v1 import tracker_pb2 as pb
 from lorat.v1 import tracker_pb2_grpc as pb_grpc
+from PIL import Image
+
 from lorat_infer import TrackingEngine, build_model, save_merged
 from lorat_infer.checkpoint import load_merged
 
@@ -94,7 +94,7 @@ class ServerProc:
 
     def start(self, timeout: float = 90.0) -> ServerProc:
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115  (lives as long as the process)
         self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=self._log, stderr=self._log)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         health = health_pb2_grpc.HealthStub(self.channel)
@@ -145,9 +145,8 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
     """Sum of samples named `name` whose label text contains `labels`."""
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if labels in line:
-                total += float(line.rsplit(" ", 1)[1])
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
     return total
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from lorat.v1 import tracker_pb2 as pb
 
 from .conftest import box_pb, frame_pb, make_frames, metric_value, reference_boxes, xywh

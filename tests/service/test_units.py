@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from lorat.v1 import tracker_pb2 as pb
+
 from lorat_infer import TrackState
 from server.decode import DecodeError, FrameLimits, FrameTooLarge, decode_image, decode_raw
 from server.settings import load_settings
