@@ -70,7 +70,7 @@ def _read_flags(path: Path, n: int) -> np.ndarray:
 def load_frame(path: str | os.PathLike) -> np.ndarray:
     """One image file as an HxWx3 uint8 RGB array."""
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
 
 
 @dataclass
