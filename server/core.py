@@ -207,6 +207,7 @@ class TrackManager:
                     self.redis_ok = True
                     event("redis_back", dirty=sum(t.dirty for t in self.tracks.values()))
                 for dirty in [t for t in self.tracks.values() if t.dirty]:
+                    await self.store.acquire_lease(dirty.track_id)
                     await self._save_full(dirty)
                     event("state_rewritten", track_id=dirty.track_id)
                 ids = list(self.tracks)
@@ -216,6 +217,7 @@ class TrackManager:
                     if track is None:
                         continue
                     if code == REFRESH_MISSING:
+                        await self.store.acquire_lease(tid)
                         await self._save_full(track)
                         event("state_rewritten", track_id=tid, why="missing in redis")
                     elif code == REFRESH_LOST:

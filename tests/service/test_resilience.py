@@ -1,0 +1,88 @@
+"""State outside the process: SIGKILL + resume on a new server, SIGTERM drain, Redis outage."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import grpc
+import numpy as np
+from lorat.v1 import tracker_pb2 as pb
+
+from .conftest import RedisProc, ServerProc, box_pb, frame_pb, make_frames, metric_value, reference_boxes, xywh
+
+
+def _push(server: ServerProc, track_id: str, frame: np.ndarray, retry_s: float = 0.0) -> pb.TrackResult:
+    """PushFrame, retrying UNAVAILABLE (the dead server's lease) for up to `retry_s`."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return server.stub.PushFrame(pb.PushFrameRequest(track_id=track_id, frame=frame_pb(frame)), timeout=30)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_sigkill_then_new_server_continues_the_track(redis_proc, checkpoint, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    frames, boxes = make_frames(11, 10)
+    expected = reference_boxes(engine, frames, boxes[0])
+    a = ServerProc(redis_proc.url, checkpoint, tmp_path / "a.log", lease_ttl_s=1.0).start()
+    a.stub.StartTrack(pb.StartTrackRequest(track_id="survivor", first_frame=frame_pb(frames[0]),
+                                           initial_box=box_pb(boxes[0])))
+    got = [_push(a, "survivor", f) for f in frames[1:5]]
+    a.kill()  # SIGKILL: no chance to flush anything; what is in Redis is what was written per frame
+
+    b = ServerProc(redis_proc.url, checkpoint, tmp_path / "b.log", lease_ttl_s=1.0).start()
+    got.append(_push(b, "survivor", frames[5], retry_s=5.0))  # waits out a's lease, then resumes
+    got += [_push(b, "survivor", f) for f in frames[6:8]]
+    assert [r.frame_number for r in got] == list(range(1, 8))
+    assert [r.status for r in got] == [pb.TRACKING] * 7
+    np.testing.assert_allclose([xywh(r.box) for r in got], expected[:7], atol=1e-6)
+    assert "event=track_resumed track_id=survivor" in (tmp_path / "b.log").read_text()
+
+    # SIGTERM: b drains, writes state and frees the lease, so c resumes at once (no lease wait).
+    assert b.terminate() == 0
+    assert redis_proc.client().get("lorat:lease:survivor") is None
+    c = ServerProc(redis_proc.url, checkpoint, tmp_path / "c.log", lease_ttl_s=1.0).start()
+    try:
+        got += [_push(c, "survivor", f) for f in frames[8:10]]
+        np.testing.assert_allclose([xywh(r.box) for r in got], expected, atol=1e-6)
+        assert got[-1].frame_number == 9
+        info = c.stub.GetTrack(pb.GetTrackRequest(track_id="survivor"))
+        assert info.frames_processed == 9 and info.owner == redis_proc.client().get("lorat:lease:survivor").decode()
+    finally:
+        c.kill()
+
+
+def test_redis_outage_does_not_stop_tracking(checkpoint, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    redis = RedisProc().start()
+    frames, boxes = make_frames(12, 9)
+    expected = reference_boxes(engine, frames, boxes[0])
+    s = ServerProc(redis.url, checkpoint, tmp_path / "s.log", lease_ttl_s=1.0).start()
+    try:
+        s.stub.StartTrack(pb.StartTrackRequest(track_id="steady", first_frame=frame_pb(frames[0]),
+                                               initial_box=box_pb(boxes[0])))
+        got = [_push(s, "steady", f) for f in frames[1:3]]
+        redis.stop()
+        got += [_push(s, "steady", f) for f in frames[3:6]]  # Redis is down: tracking goes on in memory
+        time.sleep(0.5)
+        assert metric_value(s.metrics_text(), "lorat_redis_errors_total") > 0
+        redis.start()  # same port, empty (no persistence): the server must write everything again
+        client = redis.client()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (client.exists("lorat:tokens:steady")
+                                                   and client.hexists("lorat:track:steady", "meta")
+                                                   and client.exists("lorat:lease:steady")):
+            time.sleep(0.1)
+        assert client.exists("lorat:tokens:steady") and client.get("lorat:lease:steady") is not None
+        got += [_push(s, "steady", f) for f in frames[6:9]]
+        state = json.loads(client.hget("lorat:track:steady", "state"))
+        assert state["frames_processed"] == 8 and state["frames_received"] == 8
+        np.testing.assert_allclose(state["box_xyxy"][2] - state["box_xyxy"][0], xywh(got[-1].box)[2], atol=1e-6)
+        assert [r.status for r in got] == [pb.TRACKING] * 8
+        np.testing.assert_allclose([xywh(r.box) for r in got], expected, atol=1e-6)
+        assert "event=redis_back" in (tmp_path / "s.log").read_text()
+    finally:
+        s.kill()
+        redis.stop()
