@@ -156,7 +156,7 @@ class RedisStateStore:
             return {}
         pipe = self._redis.pipeline(transaction=False)
         for tid in track_ids:
-            self._refresh(keys=[self._k("lease", tid), self._k("track", tid), self._k("tokens", tid)],
+            await self._refresh(keys=[self._k("lease", tid), self._k("track", tid), self._k("tokens", tid)],
                           args=[self.owner, self.lease_ms, self.ttl_ms], client=pipe)
         codes = await self._guard("refresh", pipe.execute())
         return {tid: int(code) for tid, code in zip(track_ids, codes)}
