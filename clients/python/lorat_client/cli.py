@@ -90,8 +90,11 @@ def _need_av() -> Any:
 def video_frames(path: str) -> tuple[Iterator[tuple[np.ndarray, int]], int | None, float]:
     """(frames as (rgb, pts), frame count if known, frame rate) of a video file."""
     av = _need_av()
-    container = av.open(path)
-    stream = container.streams.video[0]
+    try:
+        container = av.open(path)
+        stream = container.streams.video[0]
+    except (OSError, IndexError, av.FFmpegError) as exc:
+        sys.exit(f"lorat-client: cannot read video {path}: {exc}")
     total = stream.frames or None
     rate = float(stream.average_rate or 25)
 
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write(CSV_HEADER)
         is_url = "://" in args.source and not Path(args.source).exists()
         return track_url(client, args, out) if is_url else track_file(client, args, out)
-    except LoratError as err:
+    except (LoratError, ValueError, OSError) as err:
         print(f"lorat-client: {err}", file=sys.stderr)
         return 1
     finally:
