@@ -348,8 +348,20 @@ class TrackManager:
                             options: Options, factory: Callable[..., FrameSource]
                             ) -> tuple[Track, PendingFrame]:
         """Open the source, initialise on its first frame with pts >= init_pts, then pump frames."""
+        holder: dict[str, Track] = {}
+
+        async def on_state(old: object, new: object, reason: str) -> None:
+            """Source state changes become results (RECONNECTING, ...) for watchers."""
+            name = getattr(new, "value", str(new))
+            event("source_state", track_id=track_id, state=name, reason=reason)
+            track = holder.get("track")
+            status = {"reconnecting": pb.RECONNECTING, "running": pb.TRACKING}.get(name)
+            if track is None or status is None or track.status != pb.TRACKING:
+                return
+            await fan_out(self.sinks, self._result(track, None, status, track.state.box_xyxy, 0.0, message=reason))
+
         try:
-            source = factory(req.rtsp.url, dict(req.rtsp.options), track_id=track_id)
+            source = factory(req.rtsp.url, dict(req.rtsp.options), track_id=track_id, on_state_change=on_state)
         except ValueError as exc:
             raise errors.invalid(str(exc)) from None
         frames = source.frames().__aiter__()
@@ -370,6 +382,7 @@ class TrackManager:
             await source.stop()
             raise
         track.source_obj = source
+        holder["track"] = track
         track.source_task = asyncio.create_task(self._pump(track, frames), name=f"pump {track_id}")
         return track, frame
 

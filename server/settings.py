@@ -123,5 +123,5 @@ def settings_table() -> str:
     rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
     for f in fields(Settings):
         rows.append(f"| `--{f.name.replace('_', '-')}` | `{Settings.env_name(f.name)}` | `{f.default!r}` | "
-                    f"{f.metadata['doc']} |")
+                    f"{f.metadata['doc'].replace('|', '/')} |")
     return "\n".join(rows)
