@@ -124,8 +124,13 @@ def build_source(options: SourceOptions, seed: int) -> SyntheticPool | FolderSou
     raise ValueError(f"unknown data source type {options.type!r}")
 
 
-def _valid_indices(boxes: np.ndarray) -> np.ndarray:
+def visible_frames(seq: TrainSequence) -> np.ndarray:
+    """Indices of frames with a usable box that are not flagged absent (LaSOT/GOT-10k flags)."""
+    boxes = np.asarray(seq.boxes, dtype=np.float64)
     ok = np.all(np.isfinite(boxes), axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    absent = getattr(seq, "absent", None)
+    if absent is not None:
+        ok &= ~np.asarray(absent, dtype=bool)
     return np.flatnonzero(ok)
 
 
@@ -146,7 +151,7 @@ class PairSampler:
         for _ in range(100):
             source = self.sources[int(rng.choice(len(self.sources), p=self.weights))]
             seq = source.get(int(rng.integers(len(source))), step)
-            valid = _valid_indices(np.asarray(seq.boxes, dtype=np.float64))
+            valid = visible_frames(seq)
             if len(valid) < 2:
                 continue
             t0 = int(rng.choice(valid))

@@ -104,3 +104,26 @@ def test_unknown_config_keys_are_rejected():
         config_from_dict({"optim": {"stpes": 3}})
     with pytest.raises(ValueError, match=r"data\.sources\[0\]"):
         config_from_dict({"data": {"sources": [{"kind": "x"}]}})
+
+
+def test_folder_sources_skip_absent_frames(tmp_path):
+    from lorat_infer.eval.datasets import write_sequence_folder
+    from lorat_infer.eval.synthetic import generate_sequence
+    from lorat_train.data import visible_frames
+
+    seq = generate_sequence(4, 6, size=(96, 80))
+    absent = [False, True, True, True, True, False]
+    write_sequence_folder(seq, tmp_path / "lasot" / "cat" / "cat-1", "lasot", absent=absent, image_format="png")
+    write_sequence_folder(seq, tmp_path / "got" / "GOT-10k_0001", "got10k", absent=absent, image_format="png")
+    cfg = LoRATConfig(name="t", embed_dim=32, depth=1, num_heads=2, patch_size=16, template_size=64,
+                      search_size=128)
+    for kind, root in (("lasot", tmp_path / "lasot"), ("got10k", tmp_path / "got")):
+        data = DataOptions(sources=[SourceOptions(type=kind, root=str(root))], max_gap=10,
+                           search_jitter=JitterOptions(0.0, 0.0))
+        sampler = PairSampler(cfg, data, seed=0)
+        assert visible_frames(sampler.sources[0].get(0, 0)).tolist() == [0, 5]
+        batch = sampler.batch(0, 3)
+        centres = (batch.target_boxes[:, :2] + batch.target_boxes[:, 2:]) / 2
+        torch.testing.assert_close(centres, torch.full_like(centres, 0.5), atol=0.03, rtol=0)
+    with pytest.raises(Exception, match="no sequence folders"):
+        PairSampler(cfg, DataOptions(sources=[SourceOptions(type="lasot", root=str(tmp_path / "none"))]), 0)
