@@ -40,3 +40,12 @@ proto: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Retrain the packaged default model on this CPU (about 45 min on 2 cores; resumes from runs/ if interrupted,
+# `rm -rf runs/default-stage*` for a clean run), then print the held-out benchmark table.
+.PHONY: default-model
+default-model: venv
+	$(BIN)/python -m lorat_train.cli --config configs/default-stage1.yaml --no-progress
+	$(BIN)/python -m lorat_train.cli --config configs/default-stage2.yaml --no-progress
+	$(BIN)/python -m lorat_train.release_default
+	$(BIN)/python bench/eval_default.py --extra "stage 1 only (blobs, full)=runs/default-stage1/model.safetensors"
