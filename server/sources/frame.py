@@ -13,10 +13,10 @@ class DecodedFrame:
 
     ``pts`` is the source's presentation timestamp in its own stream time base (``-1`` when the source
     gave none), echoed to callers as ``TrackResult.source_pts``. ``capture_time`` is a wall-clock estimate
-    (seconds since the epoch) of when the camera captured the frame: the arrival time of the first frame of
-    a connection plus the PTS distance since that frame, never later than ``receive_time``. Anchoring on
-    PTS (rather than stamping arrival) keeps a backlog in the network or decoder visible as frame age
-    instead of hiding it. ``receive_time`` is when the frame left the decoder.
+    (seconds since the epoch) of when the camera captured the frame: the PTS on a clock anchored to the
+    least-delayed frame of the connection, never later than ``receive_time`` (see ``_CaptureClock`` in
+    rtsp.py). Following PTS (rather than stamping arrival) keeps a backlog in the network or decoder
+    visible as frame age instead of hiding it. ``receive_time`` is when the frame left the decoder.
     """
 
     rgb: np.ndarray

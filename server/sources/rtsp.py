@@ -65,6 +65,34 @@ class _Event:
     error: str = ""
 
 
+class _CaptureClock:
+    """Wall-clock capture times from PTS: ``pts * time_base + offset``.
+
+    ``offset`` follows the least-delayed frame seen (``min(arrival - pts * time_base)``), so capture
+    times advance exactly with the camera's clock, are never later than arrival, and a backlog (frames
+    arriving ever later) shows as growing frame age instead of being hidden. It may creep up by
+    ``drift`` seconds per second so that a camera clock slower than ours does not look like latency.
+    A PTS that goes backwards or jumps by more than an hour resets it.
+    """
+
+    def __init__(self, time_base: float, drift: float = 1e-3) -> None:
+        self.time_base = time_base
+        self.drift = drift
+        self.offset: float | None = None
+        self.last: tuple[int, float] | None = None
+
+    def capture_time(self, pts: int, now: float) -> float:
+        if pts < 0 or self.time_base <= 0:
+            return now
+        base = now - pts * self.time_base
+        if self.offset is None or self.last is None or pts < self.last[0] or base - self.offset > 3600:
+            self.offset = base
+        else:
+            self.offset = min(self.offset + self.drift * max(0.0, now - self.last[1]), base)
+        self.last = (pts, now)
+        return pts * self.time_base + self.offset
+
+
 class _Reader:
     """One connection attempt: a daemon thread that opens the URL and decodes until told to go away."""
 
@@ -111,7 +139,7 @@ class _Reader:
                 return
             stream = container.streams.video[0]
             time_base = float(stream.time_base) if stream.time_base else 0.0
-            anchor: tuple[int, float] | None = None
+            clock = _CaptureClock(time_base)
             for packet in container.demux(stream):
                 if self._abandoned.is_set():
                     return
@@ -119,14 +147,7 @@ class _Reader:
                     now = time.time()
                     rgb = frame.to_ndarray(format="rgb24")
                     pts = int(frame.pts) if frame.pts is not None else -1
-                    capture = now
-                    if pts >= 0 and time_base > 0:
-                        if anchor is None:
-                            anchor = (pts, now)
-                        capture = anchor[1] + (pts - anchor[0]) * time_base
-                        if capture > now or capture < now - 3600:  # late start or a pts jump: re-anchor
-                            anchor = (pts, now)
-                            capture = now
+                    capture = clock.capture_time(pts, now)
                     self._emit(_Event("frame", DecodedFrame(rgb, pts, capture, now, time_base)))
         except Exception as exc:  # any FFmpeg/PyAV failure ends this attempt; the supervisor decides
             error = f"{type(exc).__name__}: {exc}"
