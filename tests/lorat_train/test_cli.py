@@ -8,6 +8,7 @@ import yaml
 from PIL import Image
 
 from lorat_infer import load_model
+from lorat_train import release_default
 from lorat_train.cli import main
 
 from .conftest import TINY_MODEL
@@ -40,6 +41,12 @@ def test_cli_trains_exports_and_resumes(tmp_path, capsys):
     merged = load_model(run / "model.safetensors")
     assert merged.config.embed_dim == TINY_MODEL["embed_dim"]
     load_model(merged.config, backbone=run / "release" / "backbone.pth", adapter=run / "release" / "adapter.bin")
+
+    record_path = tmp_path / "training-config.yaml"
+    assert release_default.main([str(run), "--out", str(record_path)]) == 0
+    record = yaml.safe_load(record_path.read_text())["stages"]["stage1"]
+    assert record["config"]["mode"] == "lora" and record["result"]["steps"] == 4
+    assert [step for step, _ in record["result"]["val_curve"]] == [2, 4]
 
     # a second call finds the finished checkpoint and does not train again
     capsys.readouterr()
