@@ -235,6 +235,13 @@ def main() -> None:
         f"{per_track_redis_kib:.0f} KiB of Redis memory each (template tokens: {nz} x {cfg.embed_dim} float32 = "
         f"{token_kib:.0f} KiB).",
     ]
+    load = os.getloadavg()
+    lines += [
+        "",
+        f"Machine load average at the end of the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) "
+        f"on {psutil.cpu_count()} cores; other jobs' load hits the engine windows and the service window "
+        "differently, so ratios above 100% are noise, not a faster service.",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

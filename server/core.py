@@ -75,6 +75,7 @@ class TrackManager:
         self.redis_ok = store is not None
         self.draining = False
         self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -133,7 +134,9 @@ class TrackManager:
         self.metrics.dropped(track.track_id, reason)
         result = self._result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0, drop_reason=reason)
         self._deliver(frame, result)
-        asyncio.get_running_loop().create_task(fan_out(self.sinks, result))
+        task = asyncio.get_running_loop().create_task(fan_out(self.sinks, result))
+        self._background.add(task)  # keep a reference until done (the loop holds only weak ones)
+        task.add_done_callback(self._background.discard)
         event("frame_dropped", 10, track_id=track.track_id, frame=frame.frame_number, reason=reason)
 
     def _on_fail(self, tracks: list[Track], frames: list[PendingFrame], exc: BaseException) -> None:
@@ -426,59 +429,67 @@ class TrackManager:
         if self.store is None:
             raise errors.not_found(f"no track {track_id!r}")
         lock = self._resume_locks.setdefault(track_id, asyncio.Lock())
-        async with lock:
-            if track_id in self.tracks:
-                return self.tracks[track_id]
-            try:
-                stored = await self.store.load(track_id)
-            except StoreUnavailable:
-                self._redis_down()
-                raise errors.unavailable(f"track {track_id!r} is not held by this server and Redis is "
-                                         "unreachable; retry") from None
-            if stored is None:
-                raise errors.not_found(f"no track {track_id!r} (not on this server, not in Redis)")
-            meta, state = stored.meta, stored.state
-            if state.get("status") != "TRACKING":
-                raise errors.precondition(f"track {track_id!r} is {state.get('status')}; start a new track")
-            if meta.get("source") != "push":
-                raise errors.precondition(f"track {track_id!r} pulls from {meta.get('source')}; it takes no pushes")
-            if meta.get("model_id") != self.model_id:
-                raise errors.precondition(f"track {track_id!r} was started with model {meta.get('model_id')!r}; "
-                                          f"this server serves {self.model_id!r}")
-            if stored.tokens is None:
-                raise errors.precondition(f"track {track_id!r} has no template in Redis; start a new track")
-            try:
-                tokens, tokens_model = decode_tokens(stored.tokens)
-            except TokenFormatError as exc:
-                raise errors.precondition(f"track {track_id!r}: stored template unreadable ({exc})") from None
-            if tokens_model != self.model_id:
-                raise errors.precondition(f"track {track_id!r}: stored template is for model {tokens_model!r}")
-            self._check_capacity()
-            try:
-                owner = await self.store.acquire_lease(track_id)
-            except StoreUnavailable:
-                self._redis_down()
-                raise errors.unavailable("Redis unreachable while taking the track's lease; retry") from None
-            if owner != self.store.owner:
-                raise errors.unavailable(f"track {track_id!r} is held by server {owner!r}; its lease lasts up to "
-                                         f"{self.settings.lease_ttl_s}s after that server stops; retry there or later")
-            track = Track(
-                track_id=track_id,
-                state=TrackState(template_tokens=tokens.to(torch.float32),
-                                 box_xyxy=np.array(state["box_xyxy"], dtype=np.float64),
-                                 pad_color=np.array(state["pad_color"], dtype=np.float32),
-                                 frame_index=int(state["frame_index"])),
-                model_id=self.model_id, options=Options.from_dict(meta["options"]), source="push",
-                labels=dict(meta.get("labels", {})), created_time=float(meta.get("created_time", time.time())),
-                frames_received=int(state["frames_received"]), frames_processed=int(state["frames_processed"]),
-                dropped=collections.Counter(state.get("dropped", {})))
-            track.last_result = pb.TrackResult(
-                track_id=track_id, frame_number=int(state.get("last_frame_number", 0)),
-                source_pts=int(state.get("last_pts", 0)), box=_box(track.state.box_xyxy),
-                confidence=float(state.get("last_confidence", 0.0)), status=pb.TRACKING, model_id=self.model_id)
-            self._register(track)
-            event("track_resumed", track_id=track_id, frame=track.frames_received, owner=owner)
-            return track
+        try:
+            async with lock:
+                return await self._resume_locked(track_id)
+        finally:
+            if not lock.locked():  # unknown ids must not pile up locks
+                self._resume_locks.pop(track_id, None)
+
+    async def _resume_locked(self, track_id: str) -> Track:
+        assert self.store is not None
+        if track_id in self.tracks:
+            return self.tracks[track_id]
+        try:
+            stored = await self.store.load(track_id)
+        except StoreUnavailable:
+            self._redis_down()
+            raise errors.unavailable(f"track {track_id!r} is not held by this server and Redis is "
+                                     "unreachable; retry") from None
+        if stored is None:
+            raise errors.not_found(f"no track {track_id!r} (not on this server, not in Redis)")
+        meta, state = stored.meta, stored.state
+        if state.get("status") != "TRACKING":
+            raise errors.precondition(f"track {track_id!r} is {state.get('status')}; start a new track")
+        if meta.get("source") != "push":
+            raise errors.precondition(f"track {track_id!r} pulls from {meta.get('source')}; it takes no pushes")
+        if meta.get("model_id") != self.model_id:
+            raise errors.precondition(f"track {track_id!r} was started with model {meta.get('model_id')!r}; "
+                                      f"this server serves {self.model_id!r}")
+        if stored.tokens is None:
+            raise errors.precondition(f"track {track_id!r} has no template in Redis; start a new track")
+        try:
+            tokens, tokens_model = decode_tokens(stored.tokens)
+        except TokenFormatError as exc:
+            raise errors.precondition(f"track {track_id!r}: stored template unreadable ({exc})") from None
+        if tokens_model != self.model_id:
+            raise errors.precondition(f"track {track_id!r}: stored template is for model {tokens_model!r}")
+        self._check_capacity()
+        try:
+            owner = await self.store.acquire_lease(track_id)
+        except StoreUnavailable:
+            self._redis_down()
+            raise errors.unavailable("Redis unreachable while taking the track's lease; retry") from None
+        if owner != self.store.owner:
+            raise errors.unavailable(f"track {track_id!r} is held by server {owner!r}; its lease lasts up to "
+                                     f"{self.settings.lease_ttl_s}s after that server stops; retry there or later")
+        track = Track(
+            track_id=track_id,
+            state=TrackState(template_tokens=tokens.to(torch.float32),
+                             box_xyxy=np.array(state["box_xyxy"], dtype=np.float64),
+                             pad_color=np.array(state["pad_color"], dtype=np.float32),
+                             frame_index=int(state["frame_index"])),
+            model_id=self.model_id, options=Options.from_dict(meta["options"]), source="push",
+            labels=dict(meta.get("labels", {})), created_time=float(meta.get("created_time", time.time())),
+            frames_received=int(state["frames_received"]), frames_processed=int(state["frames_processed"]),
+            dropped=collections.Counter(state.get("dropped", {})))
+        track.last_result = pb.TrackResult(
+            track_id=track_id, frame_number=int(state.get("last_frame_number", 0)),
+            source_pts=int(state.get("last_pts", 0)), box=_box(track.state.box_xyxy),
+            confidence=float(state.get("last_confidence", 0.0)), status=pb.TRACKING, model_id=self.model_id)
+        self._register(track)
+        event("track_resumed", track_id=track_id, frame=track.frames_received, owner=owner)
+        return track
 
     async def push(self, track_id: str, frame: pb.Frame) -> asyncio.Future:
         """Decode and queue one frame; -> a future of its TrackResult (a result or a drop)."""
