@@ -66,32 +66,7 @@ def load_serving_model(settings: Settings) -> tuple[LoRAT, str]:
 async def serve(settings: Settings) -> None:
     setup_logging(settings.log_level)
     event("starting", settings=" ".join(f"{k}={v}" for k, v in vars(settings).items()))
-    metrics = Metrics()
-    if settings.metrics_port >= 0:
-        mport = metrics.serve(settings.metrics_port, settings.grpc_host)
-        event("metrics_listening", url=f"http://{settings.grpc_host}:{mport}/metrics")
-
-    health_servicer = health.aio.HealthServicer()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    source_factory = _rtsp_factory()
-    tracker = TrackerService(source_factory)
-    limit = settings.max_message_bytes
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", limit)])
-    pb_grpc.add_TrackerServicer_to_server(tracker, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    await server.start()
-    event("grpc_listening", address=f"{settings.grpc_host}:{port}")
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
+    # The embedded Redis starts first, before any thread exists (its child setup runs a preexec hook).
     embedded: EmbeddedRedis | None = None
     redis_url = settings.redis_url
     if not redis_url:
@@ -100,6 +75,32 @@ async def serve(settings: Settings) -> None:
         event("embedded_redis", url=redis_url,
               note="private redis-server without persistence; set --redis-url to share state across servers")
     try:
+        metrics = Metrics()
+        if settings.metrics_port >= 0:
+            mport = metrics.serve(settings.metrics_port, settings.grpc_host)
+            event("metrics_listening", url=f"http://{settings.grpc_host}:{mport}/metrics")
+
+        health_servicer = health.aio.HealthServicer()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        source_factory = _rtsp_factory()
+        tracker = TrackerService(source_factory)
+        limit = settings.max_message_bytes
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                          ("grpc.max_send_message_length", limit)])
+        pb_grpc.add_TrackerServicer_to_server(tracker, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        await server.start()
+        event("grpc_listening", address=f"{settings.grpc_host}:{port}")
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
         model, model_id = await asyncio.to_thread(load_serving_model, settings)
         engine = TrackingEngine(model, device=settings.device, precision=settings.precision)
         event("model_loaded", model_id=model_id, device=settings.device, precision=settings.precision,

@@ -17,7 +17,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from .app import serve  # imports torch; keep --help fast
 
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except (OSError, ValueError, RuntimeError) as exc:  # bad checkpoint, port in use, no redis-server ...
+        print(f"lorat-serve: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

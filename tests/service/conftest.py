@@ -85,7 +85,9 @@ class ServerProc:
         self.port = free_port()
         self.metrics_port = free_port()
         self.args = [sys.executable, "-m", "server", "--grpc-port", str(self.port), "--metrics-port",
-                     str(self.metrics_port), "--redis-url", redis_url, "--checkpoint", str(checkpoint)]
+                     str(self.metrics_port), "--checkpoint", str(checkpoint)]
+        if redis_url:  # empty: the server's embedded redis-server
+            self.args += ["--redis-url", redis_url]
         for key, value in settings.items():
             self.args += ["--" + key.replace("_", "-"), str(value)]
         self.log_path = log_path

@@ -185,3 +185,31 @@ def test_health_reflection_and_metrics_lint(server) -> None:  # type: ignore[no-
     assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
     stub.StopTrack(pb.StopTrackRequest(track_id="metered"))
     assert 'track_id="metered"' not in server.metrics_text()  # per-track series end with the track
+
+
+def test_overload_policies_report_every_drop(server) -> None:  # type: ignore[no-untyped-def]
+    """Server batch wait is 40 ms: frames streamed faster than that supersede each other (latest), and a
+    fifo age budget of 1 ms is always exceeded (too_old). Every frame gets exactly one result."""
+    stub = server.stub
+    frames, boxes = make_frames(9, 11)
+    _start(stub, "latest", frames[0], boxes[0], pb.TrackOptions(overload_policy=pb.LATEST))
+    reqs = [pb.PushFrameRequest(track_id="latest", frame=frame_pb(f, pts=k)) for k, f in enumerate(frames[1:])]
+    results = list(stub.PushFrames(iter(reqs)))
+    assert [r.source_pts for r in results] == list(range(10))  # one result per frame, in order
+    assert {r.status for r in results} <= {pb.TRACKING, pb.DROPPED}
+    dropped = [r for r in results if r.status == pb.DROPPED]
+    assert dropped and all(r.drop_reason == "superseded" for r in dropped)
+    assert results[-1].status == pb.TRACKING  # the newest frame always wins
+    info = stub.GetTrack(pb.GetTrackRequest(track_id="latest"))
+    assert info.frames_dropped["superseded"] == len(dropped) and info.frames_processed == 10 - len(dropped)
+
+    fifo = pb.TrackOptions(overload_policy=pb.FIFO, max_frame_age_seconds=0.001, max_queue=4)
+    _start(stub, "fifo", frames[0], boxes[0], fifo)
+    r = stub.PushFrame(pb.PushFrameRequest(track_id="fifo", frame=frame_pb(frames[1])))
+    assert r.status == pb.DROPPED and r.drop_reason == "too_old" and r.frame_number == 1
+    np.testing.assert_allclose(xywh(r.box), boxes[0], atol=1e-6)  # a drop carries the last known box
+    text = server.metrics_text()
+    assert metric_value(text, "lorat_frames_dropped_total", 'reason="too_old"') >= 1
+    assert metric_value(text, "lorat_track_frames_dropped_total", 'track_id="fifo"') == 1
+    for tid in ("latest", "fifo"):
+        stub.StopTrack(pb.StopTrackRequest(track_id=tid))
