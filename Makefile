@@ -29,6 +29,8 @@ run: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
+	# The SDK again, installed into a fresh venv without torch, against a real server.
+	clients/python/tests/run_isolated.sh
 
 lint: venv
 	$(BIN)/ruff check .
