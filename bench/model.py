@@ -224,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         variant = [v for v in variants if not v.startswith("tiny")][-1] if headline else variants[-1]
         lines += ["", f"Profile of one fp32 forward, {variant}, batch {big}:", "", "```",
                   profile_forward(variant, big), "```"]
-    lines += ["", f"Total bench time {time.perf_counter() - t_start:.0f} s."]
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    lines += ["", f"Total bench time {time.perf_counter() - t_start:.0f} s; load average at the end {load} "
+              f"(on {os.cpu_count()} cores: above that, other processes shared the CPU and absolute times are "
+              "inflated; the % column compares against a ceiling measured under the same load)."]
 
     text = "\n".join(lines) + "\n"
     print(text)
