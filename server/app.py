@@ -84,7 +84,7 @@ async def serve(settings: Settings) -> None:
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         source_factory = _rtsp_factory()
-        tracker = TrackerService(source_factory)
+        tracker = TrackerService()
         limit = settings.max_message_bytes
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                           ("grpc.max_send_message_length", limit)])
@@ -111,7 +111,7 @@ async def serve(settings: Settings) -> None:
                                 on_error=lambda op: metrics.redis_errors.labels(op).inc())
         sinks = _extra_sinks(redis_url, metrics) if settings.publish_streams else []
         executor = BatchExecutor(engine)
-        manager = TrackManager(settings, executor, model_id, metrics, store, sinks)
+        manager = TrackManager(settings, executor, model_id, metrics, store, sinks, source_factory)
         manager.start()
         tracker.manager = manager
         for name in ("", SERVICE_NAME):

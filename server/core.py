@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import numpy as np
 import torch
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -33,7 +34,7 @@ from .scheduler import Scheduler
 from .settings import Settings
 from .sources.base import FrameSource
 from .state.codec import TokenFormatError, decode_tokens, encode_tokens
-from .state.store import REFRESH_LOST, REFRESH_MISSING, RedisStateStore, StoreUnavailable
+from .state.store import REFRESH_LOST, REFRESH_MISSING, RedisStateStore, StoredTrack, StoreUnavailable
 from .tracks import POLICY_NAMES, Options, PendingFrame, Track
 
 TRACK_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -55,7 +56,8 @@ def _box(xyxy: np.ndarray) -> pb.Box:
 
 class TrackManager:
     def __init__(self, settings: Settings, executor: BatchExecutor, model_id: str, metrics: Metrics,
-                 store: RedisStateStore | None, sinks: list[ResultSink] | None = None) -> None:
+                 store: RedisStateStore | None, sinks: list[ResultSink] | None = None,
+                 source_factory: Callable[..., FrameSource] | None = None) -> None:
         self.settings = settings
         self.executor = executor
         self.model_id = model_id
@@ -63,6 +65,7 @@ class TrackManager:
         self.store = store
         self.hub = WatchHub(settings.replay_results)
         self.sinks: list[ResultSink] = [self.hub, *(sinks or [])]
+        self.source_factory = source_factory
         self.limits = FrameLimits(settings.max_frame_width, settings.max_frame_height)
         self.tracks: dict[str, Track] = {}
         self.tombstones: collections.OrderedDict[str, pb.TrackInfo] = collections.OrderedDict()
@@ -202,6 +205,7 @@ class TrackManager:
         """Refresh leases and TTLs; when Redis comes back (or lost our keys), write the state again."""
         assert self.store is not None
         period = max(0.05, min(1.0, self.settings.lease_ttl_s / 3))
+        next_adopt = 0.0
         while True:
             await asyncio.sleep(period)
             try:
@@ -227,6 +231,9 @@ class TrackManager:
                         owner = await self.store.lease_owner(tid)
                         event("lease_lost", 30, track_id=tid, owner=owner)
                         self._evict(track, f"lease taken over by {owner}")
+                if time.monotonic() >= next_adopt:
+                    next_adopt = time.monotonic() + max(1.0, self.settings.lease_ttl_s / 2)
+                    await self._adopt_pulled()
             except StoreUnavailable:
                 self._redis_down()
             except asyncio.CancelledError:
@@ -268,9 +275,7 @@ class TrackManager:
         self.tombstones.pop(track.track_id, None)
         self.metrics.active_tracks.set(len(self.tracks))
 
-    async def start_track(self, req: pb.StartTrackRequest,
-                          source_factory: Callable[..., FrameSource] | None = None
-                          ) -> tuple[str, pb.TrackResult]:
+    async def start_track(self, req: pb.StartTrackRequest) -> tuple[str, pb.TrackResult]:
         if self.draining:
             raise errors.unavailable("server is draining; retry on another replica")
         track_id = req.track_id or uuid.uuid4().hex[:16]
@@ -295,10 +300,10 @@ class TrackManager:
                 track = await self._init_track(track_id, rgb, box, options, "push", dict(req.labels))
                 track.h264 = h264
             elif kind == "rtsp":
-                if source_factory is None:
-                    raise errors.ServiceError(__import__("grpc").StatusCode.UNIMPLEMENTED,
+                if self.source_factory is None:
+                    raise errors.ServiceError(grpc.StatusCode.UNIMPLEMENTED,
                                               "RTSP sources are not available on this server")
-                track, frame = await self._start_pulled(track_id, req, box, options, source_factory)
+                track, frame = await self._start_pulled(track_id, req, box, options)
             else:
                 raise errors.invalid("StartTrack needs a source: first_frame (push) or rtsp")
         finally:
@@ -347,14 +352,11 @@ class TrackManager:
         except StoreUnavailable:
             self._redis_down()
 
-    async def _start_pulled(self, track_id: str, req: pb.StartTrackRequest, box: list[float],
-                            options: Options, factory: Callable[..., FrameSource]
-                            ) -> tuple[Track, PendingFrame]:
-        """Open the source, initialise on its first frame with pts >= init_pts, then pump frames."""
-        holder: dict[str, Track] = {}
+    def _open_source(self, track_id: str, url: str, options: dict[str, str], holder: dict[str, Track]
+                     ) -> FrameSource:
+        """A source whose state changes become results (RECONNECTING, ...) once `holder` has the track."""
 
         async def on_state(old: object, new: object, reason: str) -> None:
-            """Source state changes become results (RECONNECTING, ...) for watchers."""
             name = getattr(new, "value", str(new))
             event("source_state", track_id=track_id, state=name, reason=reason)
             track = holder.get("track")
@@ -363,10 +365,17 @@ class TrackManager:
                 return
             await fan_out(self.sinks, self._result(track, None, status, track.state.box_xyxy, 0.0, message=reason))
 
+        assert self.source_factory is not None
         try:
-            source = factory(req.rtsp.url, dict(req.rtsp.options), track_id=track_id, on_state_change=on_state)
+            return self.source_factory(url, options, track_id=track_id, on_state_change=on_state)
         except ValueError as exc:
             raise errors.invalid(str(exc)) from None
+
+    async def _start_pulled(self, track_id: str, req: pb.StartTrackRequest, box: list[float],
+                            options: Options) -> tuple[Track, PendingFrame]:
+        """Open the source, initialise on its first frame with pts >= init_pts, then pump frames."""
+        holder: dict[str, Track] = {}
+        source = self._open_source(track_id, req.rtsp.url, dict(req.rtsp.options), holder)
         frames = source.frames().__aiter__()
         try:
             while True:
@@ -384,10 +393,47 @@ class TrackManager:
         except errors.ServiceError:
             await source.stop()
             raise
+        track.pull = {"url": req.rtsp.url, "options": dict(req.rtsp.options)}
         track.source_obj = source
         holder["track"] = track
         track.source_task = asyncio.create_task(self._pump(track, frames), name=f"pump {track_id}")
         return track, frame
+
+    async def _adopt_pulled(self) -> None:
+        """Take over pulled (RTSP) tracks whose owner is gone: nobody pushes to them, so nothing else would
+        bring them back. Reopens the source and goes on from the stored state."""
+        assert self.store is not None
+        if self.source_factory is None or self.draining:
+            return
+        for track_id in await self.store.track_ids():
+            if track_id in self.tracks or track_id in self._reserved or track_id in self.tombstones:
+                continue
+            if len(self.tracks) + len(self._reserved) >= self.settings.max_tracks:
+                return
+            if await self.store.lease_owner(track_id) is not None:
+                continue
+            stored = await self.store.load(track_id)
+            if stored is None or not stored.meta.get("pull") or stored.state.get("status") != "TRACKING":
+                continue
+            try:
+                track = self._track_from_stored(track_id, stored)
+            except errors.ServiceError as exc:
+                event("adopt_skipped", 30, track_id=track_id, why=exc.message)
+                continue
+            if await self.store.acquire_lease(track_id) != self.store.owner:
+                continue
+            holder = {"track": track}
+            try:
+                source = self._open_source(track_id, track.pull["url"], track.pull.get("options", {}), holder)
+            except errors.ServiceError as exc:
+                event("adopt_failed", 40, track_id=track_id, why=exc.message)
+                await self.store.release_lease(track_id)
+                continue
+            track.source_obj = source
+            track.source_task = asyncio.create_task(self._pump(track, source.frames().__aiter__()),
+                                                    name=f"pump {track_id}")
+            self._register(track)
+            event("track_adopted", track_id=track_id, source=track.source, frame=track.frames_received)
 
     async def _pump(self, track: Track, frames: Any) -> None:
         """Feed a pulled source's frames into the track's slot (results go to sinks only)."""
@@ -448,11 +494,28 @@ class TrackManager:
                                      "unreachable; retry") from None
         if stored is None:
             raise errors.not_found(f"no track {track_id!r} (not on this server, not in Redis)")
+        if stored.meta.get("source") != "push":
+            raise errors.precondition(f"track {track_id!r} pulls from {stored.meta.get('source')}; it takes no "
+                                      "pushes")
+        track = self._track_from_stored(track_id, stored)
+        self._check_capacity()
+        try:
+            owner = await self.store.acquire_lease(track_id)
+        except StoreUnavailable:
+            self._redis_down()
+            raise errors.unavailable("Redis unreachable while taking the track's lease; retry") from None
+        if owner != self.store.owner:
+            raise errors.unavailable(f"track {track_id!r} is held by server {owner!r}; its lease lasts up to "
+                                     f"{self.settings.lease_ttl_s}s after that server stops; retry there or later")
+        self._register(track)
+        event("track_resumed", track_id=track_id, frame=track.frames_received, owner=owner)
+        return track
+
+    def _track_from_stored(self, track_id: str, stored: StoredTrack) -> Track:
+        """Rebuild a track from Redis; refuses state this server cannot continue."""
         meta, state = stored.meta, stored.state
         if state.get("status") != "TRACKING":
             raise errors.precondition(f"track {track_id!r} is {state.get('status')}; start a new track")
-        if meta.get("source") != "push":
-            raise errors.precondition(f"track {track_id!r} pulls from {meta.get('source')}; it takes no pushes")
         if meta.get("model_id") != self.model_id:
             raise errors.precondition(f"track {track_id!r} was started with model {meta.get('model_id')!r}; "
                                       f"this server serves {self.model_id!r}")
@@ -464,31 +527,23 @@ class TrackManager:
             raise errors.precondition(f"track {track_id!r}: stored template unreadable ({exc})") from None
         if tokens_model != self.model_id:
             raise errors.precondition(f"track {track_id!r}: stored template is for model {tokens_model!r}")
-        self._check_capacity()
         try:
-            owner = await self.store.acquire_lease(track_id)
-        except StoreUnavailable:
-            self._redis_down()
-            raise errors.unavailable("Redis unreachable while taking the track's lease; retry") from None
-        if owner != self.store.owner:
-            raise errors.unavailable(f"track {track_id!r} is held by server {owner!r}; its lease lasts up to "
-                                     f"{self.settings.lease_ttl_s}s after that server stops; retry there or later")
-        track = Track(
-            track_id=track_id,
-            state=TrackState(template_tokens=tokens.to(torch.float32),
-                             box_xyxy=np.array(state["box_xyxy"], dtype=np.float64),
-                             pad_color=np.array(state["pad_color"], dtype=np.float32),
-                             frame_index=int(state["frame_index"])),
-            model_id=self.model_id, options=Options.from_dict(meta["options"]), source="push",
-            labels=dict(meta.get("labels", {})), created_time=float(meta.get("created_time", time.time())),
-            frames_received=int(state["frames_received"]), frames_processed=int(state["frames_processed"]),
-            dropped=collections.Counter(state.get("dropped", {})))
+            track = Track(
+                track_id=track_id,
+                state=TrackState(template_tokens=tokens.to(torch.float32),
+                                 box_xyxy=np.array(state["box_xyxy"], dtype=np.float64),
+                                 pad_color=np.array(state["pad_color"], dtype=np.float32),
+                                 frame_index=int(state["frame_index"])),
+                model_id=self.model_id, options=Options.from_dict(meta["options"]), source=str(meta["source"]),
+                labels=dict(meta.get("labels", {})), created_time=float(meta.get("created_time", time.time())),
+                frames_received=int(state["frames_received"]), frames_processed=int(state["frames_processed"]),
+                dropped=collections.Counter(state.get("dropped", {})), pull=meta.get("pull"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.precondition(f"track {track_id!r}: stored state incomplete ({exc!r})") from None
         track.last_result = pb.TrackResult(
             track_id=track_id, frame_number=int(state.get("last_frame_number", 0)),
             source_pts=int(state.get("last_pts", 0)), box=_box(track.state.box_xyxy),
             confidence=float(state.get("last_confidence", 0.0)), status=pb.TRACKING, model_id=self.model_id)
-        self._register(track)
-        event("track_resumed", track_id=track_id, frame=track.frames_received, owner=owner)
         return track
 
     async def push(self, track_id: str, frame: pb.Frame) -> asyncio.Future:

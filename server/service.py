@@ -27,9 +27,8 @@ def _status(method: Callable) -> Callable:
 
 
 class TrackerService(pb_grpc.TrackerServicer):
-    def __init__(self, source_factory: Callable | None = None) -> None:
+    def __init__(self) -> None:
         self.manager: TrackManager | None = None  # set once the model and Redis are ready
-        self.source_factory = source_factory
 
     def _mgr(self) -> TrackManager:
         if self.manager is None:
@@ -40,7 +39,7 @@ class TrackerService(pb_grpc.TrackerServicer):
 
     @_status
     async def StartTrack(self, request: pb.StartTrackRequest, context: Any) -> pb.StartTrackResponse:
-        track_id, first = await self._mgr().start_track(request, self.source_factory)
+        track_id, first = await self._mgr().start_track(request)
         return pb.StartTrackResponse(track_id=track_id, first_result=first)
 
     @_status

@@ -75,6 +75,7 @@ class Track:
     dirty: bool = False  # Redis lacks (some of) this track's state: rewrite all of it when it is back
     h264: Any = None  # server.decode.H264Decoder, created on the first h264 frame
     source_obj: Any = None  # a FrameSource for pulled tracks
+    pull: dict[str, Any] | None = None  # pulled tracks: {"url", "options"} to reopen the source elsewhere
     source_task: asyncio.Task | None = None
     room: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -126,7 +127,7 @@ class Track:
 
     def meta_dict(self) -> dict[str, Any]:
         return {"source": self.source, "options": self.options.to_dict(), "labels": self.labels,
-                "model_id": self.model_id, "created_time": self.created_time}
+                "model_id": self.model_id, "created_time": self.created_time, "pull": self.pull}
 
     def state_dict(self) -> dict[str, Any]:
         last = self.last_result

@@ -150,6 +150,20 @@ class RedisStateStore:
             raise StoreUnavailable(f"stored state of {track_id} is not valid JSON: {exc}") from exc
         return StoredTrack(meta=meta, state=state, tokens=tokens)
 
+    async def track_ids(self, limit: int = 100_000) -> list[str]:
+        """Ids of every track with state in Redis (SCAN, so Redis is never blocked)."""
+        prefix = f"{self.prefix}:track:"
+        ids: list[str] = []
+
+        async def scan() -> None:
+            async for key in self._redis.scan_iter(match=prefix + "*", count=500):
+                ids.append(key.decode()[len(prefix):])
+                if len(ids) >= limit:
+                    return
+
+        await self._guard("scan", scan())
+        return ids
+
     async def refresh(self, track_ids: list[str]) -> dict[str, int]:
         """Extend leases and TTLs of owned tracks; -> {track_id: REFRESH_*}."""
         if not track_ids:
