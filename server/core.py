@@ -14,15 +14,13 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import grpc
 import numpy as np
-import torch
 from google.protobuf.timestamp_pb2 import Timestamp
 from lorat.v1 import tracker_pb2 as pb
 
-from lorat_infer import InvalidInput, TrackState
+from lorat_infer import InvalidInput
 
 from . import errors
 from .decode import DecodeError, FrameLimits, FrameTooLarge, H264Decoder, decode_frame, payload_kind
@@ -30,12 +28,14 @@ from .executor import BatchExecutor
 from .log import event
 from .metrics import Metrics
 from .publishing.base import ResultSink, WatchHub, fan_out
+from .pulled import PulledSources
 from .scheduler import Scheduler
 from .settings import Settings
 from .sources.base import FrameSource
-from .state.codec import TokenFormatError, decode_tokens, encode_tokens
-from .state.store import REFRESH_LOST, REFRESH_MISSING, RedisStateStore, StoredTrack, StoreUnavailable
-from .tracks import POLICY_NAMES, Options, PendingFrame, Track
+from .state.codec import encode_tokens
+from .state.restore import track_from_stored
+from .state.store import REFRESH_LOST, REFRESH_MISSING, RedisStateStore, StoreUnavailable
+from .tracks import POLICY_NAMES, Options, PendingFrame, Track, box_to_proto
 
 TRACK_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_TOMBSTONES = 4096
@@ -49,10 +49,6 @@ def _ts(seconds: float | None) -> Timestamp | None:
     return ts
 
 
-def _box(xyxy: np.ndarray) -> pb.Box:
-    x0, y0, x1, y1 = (float(v) for v in xyxy)
-    return pb.Box(x=x0, y=y0, width=x1 - x0, height=y1 - y0)
-
 
 class TrackManager:
     def __init__(self, settings: Settings, executor: BatchExecutor, model_id: str, metrics: Metrics,
@@ -65,11 +61,11 @@ class TrackManager:
         self.store = store
         self.hub = WatchHub(settings.replay_results)
         self.sinks: list[ResultSink] = [self.hub, *(sinks or [])]
-        self.source_factory = source_factory
+        self.pulled = PulledSources(self, source_factory) if source_factory is not None else None
         self.limits = FrameLimits(settings.max_frame_width, settings.max_frame_height)
         self.tracks: dict[str, Track] = {}
         self.tombstones: collections.OrderedDict[str, pb.TrackInfo] = collections.OrderedDict()
-        self._reserved: set[str] = set()
+        self.reserved: set[str] = set()
         self._resume_locks: dict[str, asyncio.Lock] = {}
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="lorat-decode")
         self.scheduler = Scheduler(
@@ -116,7 +112,7 @@ class TrackManager:
 
     # -- results ------------------------------------------------------------------------------------------
 
-    def _result(self, track: Track, frame: PendingFrame | None, status: int, box_xyxy: np.ndarray,
+    def make_result(self, track: Track, frame: PendingFrame | None, status: int, box_xyxy: np.ndarray,
                 confidence: float, drop_reason: str = "", message: str = "") -> pb.TrackResult:
         return pb.TrackResult(
             track_id=track.track_id,
@@ -125,7 +121,7 @@ class TrackManager:
             capture_time=_ts(frame.capture_time) if frame is not None else None,
             receive_time=_ts(frame.receive_time) if frame is not None else None,
             publish_time=_ts(time.time()),
-            box=_box(box_xyxy), confidence=confidence, status=status, drop_reason=drop_reason,
+            box=box_to_proto(box_xyxy), confidence=confidence, status=status, drop_reason=drop_reason,
             message=message, model_id=self.model_id)
 
     def _deliver(self, frame: PendingFrame, result: pb.TrackResult) -> None:
@@ -135,7 +131,7 @@ class TrackManager:
     def _on_drop(self, track: Track, frame: PendingFrame, reason: str) -> None:
         track.dropped[reason] += 1
         self.metrics.dropped(track.track_id, reason)
-        result = self._result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0, drop_reason=reason)
+        result = self.make_result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0, drop_reason=reason)
         self._deliver(frame, result)
         task = asyncio.get_running_loop().create_task(fan_out(self.sinks, result))
         self._background.add(task)  # keep a reference until done (the loop holds only weak ones)
@@ -146,7 +142,7 @@ class TrackManager:
         for track, frame in zip(tracks, frames):
             track.dropped["internal_error"] += 1
             self.metrics.dropped(track.track_id, "internal_error")
-            self._deliver(frame, self._result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0,
+            self._deliver(frame, self.make_result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0,
                                               drop_reason="internal_error", message=repr(exc)))
 
     async def _on_batch(self, tracks: list[Track], frames: list[PendingFrame], pairs: list,
@@ -159,7 +155,7 @@ class TrackManager:
             self.metrics.queue_wait_seconds.observe(max(0.0, now_mono - seconds - frame.enqueued))
             track.state = new_state
             track.frames_processed += 1
-            result = self._result(track, frame, pb.TRACKING, res.box_xyxy, float(res.score))
+            result = self.make_result(track, frame, pb.TRACKING, res.box_xyxy, float(res.score))
             track.last_result = result
             results.append(result)
             self.metrics.processed(track.track_id)
@@ -233,7 +229,8 @@ class TrackManager:
                         self._evict(track, f"lease taken over by {owner}")
                 if time.monotonic() >= next_adopt:
                     next_adopt = time.monotonic() + max(1.0, self.settings.lease_ttl_s / 2)
-                    await self._adopt_pulled()
+                    if self.pulled is not None:
+                        await self.pulled.adopt()
             except StoreUnavailable:
                 self._redis_down()
             except asyncio.CancelledError:
@@ -244,7 +241,7 @@ class TrackManager:
     # -- tracks --------------------------------------------------------------------------------------------
 
     def _check_capacity(self) -> None:
-        if len(self.tracks) + len(self._reserved) >= self.settings.max_tracks:
+        if len(self.tracks) + len(self.reserved) >= self.settings.max_tracks:
             raise errors.exhausted(f"this server holds its maximum of {self.settings.max_tracks} tracks "
                                    "(--max-tracks); stop a track or use another replica")
 
@@ -270,7 +267,7 @@ class TrackManager:
         self.metrics.decode_seconds.labels(kind or "none").observe(time.perf_counter() - t0)
         return rgb
 
-    def _register(self, track: Track) -> None:
+    def register(self, track: Track) -> None:
         self.tracks[track.track_id] = track
         self.tombstones.pop(track.track_id, None)
         self.metrics.active_tracks.set(len(self.tracks))
@@ -283,12 +280,12 @@ class TrackManager:
             raise errors.invalid(f"track_id {track_id!r}: use 1-128 characters from [A-Za-z0-9_.-]")
         if req.model and req.model not in (self.model_id, self.model_id.split("@")[0]):
             raise errors.invalid(f"model {req.model!r} is not served here; this server serves {self.model_id!r}")
-        if track_id in self.tracks or track_id in self._reserved:
+        if track_id in self.tracks or track_id in self.reserved:
             raise errors.exists(f"track {track_id!r} already exists; stop it first or pick another id")
         self._check_capacity()
         options = self._options(req.options)
         box = [req.initial_box.x, req.initial_box.y, req.initial_box.width, req.initial_box.height]
-        self._reserved.add(track_id)
+        self.reserved.add(track_id)
         try:
             await self._check_not_in_redis(track_id)
             kind = req.WhichOneof("source")
@@ -297,19 +294,19 @@ class TrackManager:
                 rgb = await self._decode(req.first_frame, h264)
                 frame = PendingFrame(rgb=rgb, frame_number=0, pts=req.first_frame.pts,
                                      capture_time=_capture(req.first_frame), receive_time=time.time())
-                track = await self._init_track(track_id, rgb, box, options, "push", dict(req.labels))
+                track = await self.init_track(track_id, rgb, box, options, "push", dict(req.labels))
                 track.h264 = h264
             elif kind == "rtsp":
-                if self.source_factory is None:
+                if self.pulled is None:
                     raise errors.ServiceError(grpc.StatusCode.UNIMPLEMENTED,
                                               "RTSP sources are not available on this server")
-                track, frame = await self._start_pulled(track_id, req, box, options)
+                track, frame = await self.pulled.start(track_id, req, box, options)
             else:
                 raise errors.invalid("StartTrack needs a source: first_frame (push) or rtsp")
         finally:
-            self._reserved.discard(track_id)
-        self._register(track)
-        result = self._result(track, frame, pb.TRACKING, track.state.box_xyxy, 1.0)
+            self.reserved.discard(track_id)
+        self.register(track)
+        result = self.make_result(track, frame, pb.TRACKING, track.state.box_xyxy, 1.0)
         track.last_result = result
         await self._persist_new(track)
         await fan_out(self.sinks, result)
@@ -329,7 +326,7 @@ class TrackManager:
             raise errors.exists(f"track {track_id!r} exists in Redis (another server, or a restart): push "
                                 "frames to it to resume it, or stop it first")
 
-    async def _init_track(self, track_id: str, rgb: np.ndarray, box: list[float], options: Options,
+    async def init_track(self, track_id: str, rgb: np.ndarray, box: list[float], options: Options,
                           source: str, labels: dict[str, str]) -> Track:
         try:
             (state,) = await self.executor.initialize([rgb], [box])
@@ -351,110 +348,6 @@ class TrackManager:
             await self._save_full(track)
         except StoreUnavailable:
             self._redis_down()
-
-    def _open_source(self, track_id: str, url: str, options: dict[str, str], holder: dict[str, Track]
-                     ) -> FrameSource:
-        """A source whose state changes become results (RECONNECTING, ...) once `holder` has the track."""
-
-        async def on_state(old: object, new: object, reason: str) -> None:
-            name = getattr(new, "value", str(new))
-            event("source_state", track_id=track_id, state=name, reason=reason)
-            track = holder.get("track")
-            status = {"reconnecting": pb.RECONNECTING, "running": pb.TRACKING}.get(name)
-            if track is None or status is None or track.status != pb.TRACKING:
-                return
-            await fan_out(self.sinks, self._result(track, None, status, track.state.box_xyxy, 0.0, message=reason))
-
-        assert self.source_factory is not None
-        try:
-            return self.source_factory(url, options, track_id=track_id, on_state_change=on_state)
-        except ValueError as exc:
-            raise errors.invalid(str(exc)) from None
-
-    async def _start_pulled(self, track_id: str, req: pb.StartTrackRequest, box: list[float],
-                            options: Options) -> tuple[Track, PendingFrame]:
-        """Open the source, initialise on its first frame with pts >= init_pts, then pump frames."""
-        holder: dict[str, Track] = {}
-        source = self._open_source(track_id, req.rtsp.url, dict(req.rtsp.options), holder)
-        frames = source.frames().__aiter__()
-        try:
-            while True:
-                first = await asyncio.wait_for(frames.__anext__(), timeout=30.0)
-                if first.pts >= req.rtsp.init_pts:
-                    break
-        except (asyncio.TimeoutError, StopAsyncIteration):
-            await source.stop()
-            raise errors.unavailable(f"could not read a first frame from the source ({source.state})") from None
-        frame = PendingFrame(rgb=first.rgb, frame_number=0, pts=first.pts, capture_time=first.capture_time,
-                             receive_time=first.receive_time or time.time())
-        try:
-            track = await self._init_track(track_id, first.rgb, box, options, _redact(req.rtsp.url),
-                                           dict(req.labels))
-        except errors.ServiceError:
-            await source.stop()
-            raise
-        track.pull = {"url": req.rtsp.url, "options": dict(req.rtsp.options)}
-        track.source_obj = source
-        holder["track"] = track
-        track.source_task = asyncio.create_task(self._pump(track, frames), name=f"pump {track_id}")
-        return track, frame
-
-    async def _adopt_pulled(self) -> None:
-        """Take over pulled (RTSP) tracks whose owner is gone: nobody pushes to them, so nothing else would
-        bring them back. Reopens the source and goes on from the stored state."""
-        assert self.store is not None
-        if self.source_factory is None or self.draining:
-            return
-        for track_id in await self.store.track_ids():
-            if track_id in self.tracks or track_id in self._reserved or track_id in self.tombstones:
-                continue
-            if len(self.tracks) + len(self._reserved) >= self.settings.max_tracks:
-                return
-            if await self.store.lease_owner(track_id) is not None:
-                continue
-            stored = await self.store.load(track_id)
-            if stored is None or not stored.meta.get("pull") or stored.state.get("status") != "TRACKING":
-                continue
-            try:
-                track = self._track_from_stored(track_id, stored)
-            except errors.ServiceError as exc:
-                event("adopt_skipped", 30, track_id=track_id, why=exc.message)
-                continue
-            if await self.store.acquire_lease(track_id) != self.store.owner:
-                continue
-            holder = {"track": track}
-            try:
-                source = self._open_source(track_id, track.pull["url"], track.pull.get("options", {}), holder)
-            except errors.ServiceError as exc:
-                event("adopt_failed", 40, track_id=track_id, why=exc.message)
-                await self.store.release_lease(track_id)
-                continue
-            track.source_obj = source
-            track.source_task = asyncio.create_task(self._pump(track, source.frames().__aiter__()),
-                                                    name=f"pump {track_id}")
-            self._register(track)
-            event("track_adopted", track_id=track_id, source=track.source, frame=track.frames_received)
-
-    async def _pump(self, track: Track, frames: Any) -> None:
-        """Feed a pulled source's frames into the track's slot (results go to sinks only)."""
-        try:
-            async for f in frames:
-                if track.status != pb.TRACKING:
-                    break
-                self.scheduler.submit(track, PendingFrame(
-                    rgb=f.rgb, frame_number=track.next_frame_number(), pts=f.pts, capture_time=f.capture_time,
-                    receive_time=f.receive_time or time.time()))
-        except asyncio.CancelledError:
-            return
-        except Exception as exc:
-            event("source_error", 40, track_id=track.track_id, error=repr(exc))
-        if track.status == pb.TRACKING and not self.draining:
-            state = getattr(track.source_obj.state, "value", str(track.source_obj.state))
-            track.status = pb.FAILED if state == "failed" else pb.STOPPED
-            track.message = f"source ended ({state})"
-            result = self._result(track, None, track.status, track.state.box_xyxy, 0.0, message=track.message)
-            await fan_out(self.sinks, result)
-            event("source_ended", 30, track_id=track.track_id, state=state)
 
     async def _track_for_push(self, track_id: str) -> Track:
         if self.draining:
@@ -497,7 +390,7 @@ class TrackManager:
         if stored.meta.get("source") != "push":
             raise errors.precondition(f"track {track_id!r} pulls from {stored.meta.get('source')}; it takes no "
                                       "pushes")
-        track = self._track_from_stored(track_id, stored)
+        track = track_from_stored(track_id, stored, self.model_id)
         self._check_capacity()
         try:
             owner = await self.store.acquire_lease(track_id)
@@ -507,43 +400,8 @@ class TrackManager:
         if owner != self.store.owner:
             raise errors.unavailable(f"track {track_id!r} is held by server {owner!r}; its lease lasts up to "
                                      f"{self.settings.lease_ttl_s}s after that server stops; retry there or later")
-        self._register(track)
+        self.register(track)
         event("track_resumed", track_id=track_id, frame=track.frames_received, owner=owner)
-        return track
-
-    def _track_from_stored(self, track_id: str, stored: StoredTrack) -> Track:
-        """Rebuild a track from Redis; refuses state this server cannot continue."""
-        meta, state = stored.meta, stored.state
-        if state.get("status") != "TRACKING":
-            raise errors.precondition(f"track {track_id!r} is {state.get('status')}; start a new track")
-        if meta.get("model_id") != self.model_id:
-            raise errors.precondition(f"track {track_id!r} was started with model {meta.get('model_id')!r}; "
-                                      f"this server serves {self.model_id!r}")
-        if stored.tokens is None:
-            raise errors.precondition(f"track {track_id!r} has no template in Redis; start a new track")
-        try:
-            tokens, tokens_model = decode_tokens(stored.tokens)
-        except TokenFormatError as exc:
-            raise errors.precondition(f"track {track_id!r}: stored template unreadable ({exc})") from None
-        if tokens_model != self.model_id:
-            raise errors.precondition(f"track {track_id!r}: stored template is for model {tokens_model!r}")
-        try:
-            track = Track(
-                track_id=track_id,
-                state=TrackState(template_tokens=tokens.to(torch.float32),
-                                 box_xyxy=np.array(state["box_xyxy"], dtype=np.float64),
-                                 pad_color=np.array(state["pad_color"], dtype=np.float32),
-                                 frame_index=int(state["frame_index"])),
-                model_id=self.model_id, options=Options.from_dict(meta["options"]), source=str(meta["source"]),
-                labels=dict(meta.get("labels", {})), created_time=float(meta.get("created_time", time.time())),
-                frames_received=int(state["frames_received"]), frames_processed=int(state["frames_processed"]),
-                dropped=collections.Counter(state.get("dropped", {})), pull=meta.get("pull"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise errors.precondition(f"track {track_id!r}: stored state incomplete ({exc!r})") from None
-        track.last_result = pb.TrackResult(
-            track_id=track_id, frame_number=int(state.get("last_frame_number", 0)),
-            source_pts=int(state.get("last_pts", 0)), box=_box(track.state.box_xyxy),
-            confidence=float(state.get("last_confidence", 0.0)), status=pb.TRACKING, model_id=self.model_id)
         return track
 
     async def push(self, track_id: str, frame: pb.Frame) -> asyncio.Future:
@@ -583,7 +441,7 @@ class TrackManager:
             track.source_task.cancel()
         if track.source_obj is not None:
             await track.source_obj.stop()
-        result = self._result(track, None, pb.STOPPED, track.state.box_xyxy, 0.0, message=track.message)
+        result = self.make_result(track, None, pb.STOPPED, track.state.box_xyxy, 0.0, message=track.message)
         await fan_out(self.sinks, result)
         if self.store is not None and self.redis_ok:
             try:
@@ -639,7 +497,3 @@ def _capture(frame: pb.Frame) -> float | None:
     if frame.HasField("capture_time"):
         return frame.capture_time.ToNanoseconds() / 1e9
     return None
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,3 +144,13 @@ class Track:
             "last_confidence": float(last.confidence) if last is not None else 1.0,
             "last_pts": int(last.source_pts) if last is not None else 0,
         }
+
+
+def redact_url(url: str) -> str:
+    """The URL without `user:password@`, for logs, metrics and TrackInfo."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)
+
+
+def box_to_proto(xyxy: np.ndarray) -> pb.Box:
+    x0, y0, x1, y1 = (float(v) for v in xyxy)
+    return pb.Box(x=x0, y=y0, width=x1 - x0, height=y1 - y0)
