@@ -1,0 +1,104 @@
+"""The scheduler's batching rules, in process, with the real tiny engine (no gRPC, no Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lorat_infer import TrackingEngine, build_model
+from server import errors
+from server.executor import BatchExecutor
+from server.scheduler import Scheduler
+from server.state.codec import encode_tokens
+from server.state.restore import track_from_stored
+from server.state.store import StoredTrack
+from server.tracks import Options, PendingFrame, Track
+
+
+@pytest.fixture(scope="module")
+def executor() -> BatchExecutor:
+    torch.manual_seed(0)
+    return BatchExecutor(TrackingEngine(build_model("tiny"), device="cpu", precision="fp32"))
+
+
+def _frame(n: int) -> PendingFrame:
+    rgb = np.random.default_rng(n).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    return PendingFrame(rgb=rgb, frame_number=n, pts=n, capture_time=None, receive_time=time.time())
+
+
+async def _tracks(executor: BatchExecutor, n: int, policy: str = "latest") -> list[Track]:
+    states = await executor.initialize([_frame(0).rgb] * n, [[40, 30, 30, 30]] * n)
+    return [Track(track_id=f"t{i}", state=s, model_id="m", options=Options(policy, 10.0, 8))
+            for i, s in enumerate(states)]
+
+
+def test_batches_respect_size_and_one_frame_per_track(executor: BatchExecutor) -> None:
+    async def run() -> list[list[tuple[str, int]]]:
+        batches: list[list[tuple[str, int]]] = []
+
+        async def on_batch(tracks, frames, pairs, seconds) -> None:  # type: ignore[no-untyped-def]
+            batches.append([(t.track_id, f.frame_number) for t, f in zip(tracks, frames)])
+            for t, (state, _) in zip(tracks, pairs):
+                t.state = state
+
+        sched = Scheduler(executor, max_batch_size=3, max_wait_s=0.05, on_drop=lambda *a: None,
+                          on_batch=on_batch, on_fail=lambda *a: None)
+        tracks = await _tracks(executor, 5, policy="fifo")
+        for t in tracks:
+            sched.submit(t, _frame(1))
+        sched.submit(tracks[0], _frame(2))  # a second frame of t0 must wait for the next batch
+        task = asyncio.create_task(sched.run())
+        await asyncio.wait_for(sched.wait_idle(), 30)
+        sched.stop()
+        await task
+        return batches
+
+    batches = asyncio.run(run())
+    assert all(len(b) <= 3 for b in batches)
+    assert all(len({tid for tid, _ in b}) == len(b) for b in batches)  # never a track twice in a batch
+    flat = [x for b in batches for x in b]
+    assert sorted(flat) == sorted([(f"t{i}", 1) for i in range(5)] + [("t0", 2)])
+    assert flat.index(("t0", 1)) < flat.index(("t0", 2))  # a track's frames run in order
+    assert batches[0] == [("t0", 1), ("t1", 1), ("t2", 1)]  # a full batch goes at once, oldest first
+
+
+def test_a_lone_frame_waits_at_most_max_wait(executor: BatchExecutor) -> None:
+    async def run() -> float:
+        done = asyncio.Event()
+
+        async def on_batch(*_a) -> None:  # type: ignore[no-untyped-def]
+            done.set()
+
+        sched = Scheduler(executor, max_batch_size=8, max_wait_s=0.1, on_drop=lambda *a: None,
+                          on_batch=on_batch, on_fail=lambda *a: None)
+        (track,) = await _tracks(executor, 1)
+        task = asyncio.create_task(sched.run())
+        t0 = time.monotonic()
+        sched.submit(track, _frame(1))  # the other 7 slots never fill: nobody waits for slow streams
+        await asyncio.wait_for(done.wait(), 10)
+        sched.stop()
+        await task
+        return time.monotonic() - t0
+
+    assert 0.09 <= asyncio.run(run()) < 2.0
+
+
+def test_stored_state_from_another_model_or_damaged_is_refused(executor: BatchExecutor) -> None:
+    (track,) = asyncio.run(_tracks(executor, 1))
+    blob = encode_tokens(track.state.template_tokens, "m")
+    stored = StoredTrack(meta=track.meta_dict(), state=track.state_dict(), tokens=blob)
+    back = track_from_stored("t0", stored, "m")
+    assert torch.equal(back.state.template_tokens, track.state.template_tokens)
+    np.testing.assert_array_equal(back.state.box_xyxy, track.state.box_xyxy)
+    for bad in (StoredTrack(stored.meta, stored.state, None), StoredTrack(stored.meta, stored.state, blob[:-4]),
+                StoredTrack(stored.meta, {**stored.state, "status": "STOPPED"}, blob),
+                StoredTrack(stored.meta, {"status": "TRACKING"}, blob)):
+        with pytest.raises(errors.ServiceError) as info:
+            track_from_stored("t0", bad, "m")
+        assert info.value.code.name == "FAILED_PRECONDITION"
+    with pytest.raises(errors.ServiceError, match="model"):
+        track_from_stored("t0", stored, "other-model")
