@@ -92,11 +92,11 @@ class TrackManager:
                 track.source_task.cancel()
             if track.source_obj is not None:
                 await track.source_obj.stop()
+        self.scheduler.stop()  # queued frames run now, without waiting for fuller batches
         try:
             await asyncio.wait_for(self.scheduler.wait_idle(), self.settings.drain_timeout_s)
         except asyncio.TimeoutError:
             event("drain_timeout", 30, pending=self.scheduler.pending())
-        self.scheduler.stop()
         for task in self._tasks:
             task.cancel()
         if self.store is not None:
@@ -276,8 +276,7 @@ class TrackManager:
         if self.draining:
             raise errors.unavailable("server is draining; retry on another replica")
         track_id = req.track_id or uuid.uuid4().hex[:16]
-        if not TRACK_ID_RE.match(track_id):
-            raise errors.invalid(f"track_id {track_id!r}: use 1-128 characters from [A-Za-z0-9_.-]")
+        _check_id(track_id)
         if req.model and req.model not in (self.model_id, self.model_id.split("@")[0]):
             raise errors.invalid(f"model {req.model!r} is not served here; this server serves {self.model_id!r}")
         if track_id in self.tracks or track_id in self.reserved:
@@ -352,6 +351,7 @@ class TrackManager:
     async def _track_for_push(self, track_id: str) -> Track:
         if self.draining:
             raise errors.unavailable("server is draining; retry on another replica")
+        _check_id(track_id)
         track = self.tracks.get(track_id)
         if track is None:
             if track_id in self.tombstones:
@@ -417,6 +417,8 @@ class TrackManager:
             self.metrics.dropped(track_id, "decode_error")
             raise
         await track.wait_for_room()
+        if self.draining:
+            raise errors.unavailable("server is draining; retry on another replica")
         if track.status != pb.TRACKING:
             raise errors.precondition(f"track {track_id!r} was stopped while the frame waited")
         fut = asyncio.get_running_loop().create_future()
@@ -426,6 +428,7 @@ class TrackManager:
         return fut
 
     async def stop_track(self, track_id: str) -> pb.TrackInfo:
+        _check_id(track_id)
         track = self.tracks.get(track_id)
         if track is None:
             if track_id in self.tombstones:
@@ -467,6 +470,7 @@ class TrackManager:
         event("track_evicted", 10, track_id=track.track_id, why=why)
 
     def get_track(self, track_id: str) -> pb.TrackInfo:
+        _check_id(track_id)
         track = self.tracks.get(track_id)
         if track is not None:
             return self.info(track)
@@ -497,3 +501,8 @@ def _capture(frame: pb.Frame) -> float | None:
     if frame.HasField("capture_time"):
         return frame.capture_time.ToNanoseconds() / 1e9
     return None
+
+
+def _check_id(track_id: str) -> None:
+    if not TRACK_ID_RE.match(track_id):
+        raise errors.invalid(f"track_id {track_id[:200]!r}: use 1-128 characters from [A-Za-z0-9_.-]")

@@ -100,6 +100,8 @@ def test_every_error_has_its_status_and_spares_other_tracks(server, engine) -> N
     unknown = pb.PushFrameRequest(track_id="nobody", frame=frame_pb(frames[1]))
     assert _code(lambda: stub.PushFrame(unknown)) == grpc.StatusCode.NOT_FOUND
     assert _code(lambda: stub.GetTrack(pb.GetTrackRequest(track_id="nobody"))) == grpc.StatusCode.NOT_FOUND
+    malformed = pb.PushFrameRequest(track_id="x" * 500, frame=frame_pb(frames[1]))
+    assert _code(lambda: stub.PushFrame(malformed)) == grpc.StatusCode.INVALID_ARGUMENT
 
     _start(stub, "to-stop", frames[0], boxes[0])
     stopped = stub.StopTrack(pb.StopTrackRequest(track_id="to-stop"))
