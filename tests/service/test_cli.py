@@ -52,3 +52,15 @@ def test_bad_checkpoint_fails_with_a_clear_message(tmp_path) -> None:  # type: i
     out = subprocess.run([sys.executable, "-m", "server", "--checkpoint", str(bogus), "--grpc-port", "0",
                           "--metrics-port", "-1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "cannot start" in out.stderr and str(bogus) in out.stderr
+
+
+def test_docs_list_every_setting_with_its_default() -> None:
+    doc = ROOT / "docs" / "service.md"
+    if not doc.is_file():
+        import pytest
+
+        pytest.skip("docs/service.md was merged elsewhere")
+    text = doc.read_text()
+    for name, field in Settings.__dataclass_fields__.items():
+        row = f"| `--{name.replace('_', '-')}` | `{Settings.env_name(name)}` | `{field.default!r}` |"
+        assert row in text, f"docs/service.md lacks or has a stale row for {name}"
