@@ -11,6 +11,8 @@ import os
 import signal
 import socket
 import uuid
+import warnings
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -20,7 +22,8 @@ from grpc_reflection.v1alpha import reflection
 from lorat.v1 import tracker_pb2 as pb
 from lorat.v1 import tracker_pb2_grpc as pb_grpc
 
-from lorat_infer import LoRAT, TrackingEngine, build_model, load_model
+from lorat_infer import LoRAT, TrackingEngine, load_model
+from lorat_infer.defaults import RandomWeightsWarning, default_tracker_model
 from lorat_infer.loading import default_model_path
 
 from .core import TrackManager
@@ -51,7 +54,7 @@ def load_serving_model(settings: Settings) -> tuple[LoRAT, str]:
         return model, f"{model.config.name}@{_file_digest(path)}"
     path = default_model_path()
     if path.is_file():
-        model = load_model()
+        model = default_tracker_model(allow_random=False)
         return model, f"{model.config.name}@{_file_digest(path)}"
     banner = "!" * 100
     for line in (banner, f"NO MODEL: {path} is missing and no --checkpoint was given.",
@@ -60,7 +63,10 @@ def load_serving_model(settings: Settings) -> tuple[LoRAT, str]:
                  banner):
         event("untrained_model", logging.WARNING, detail=line)
     torch.manual_seed(0)
-    return build_model("tiny").eval(), "tiny@untrained-seed0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # the banner above already says it, louder
+        model = default_tracker_model(allow_random=True)
+    return model, f"{model.config.name}@untrained-seed0"
 
 
 async def serve(settings: Settings) -> None:
@@ -83,7 +89,7 @@ async def serve(settings: Settings) -> None:
         health_servicer = health.aio.HealthServicer()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        source_factory = _rtsp_factory()
+        source_factory = _rtsp_factory(settings)
         tracker = TrackerService()
         limit = settings.max_message_bytes
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
@@ -109,7 +115,7 @@ async def serve(settings: Settings) -> None:
         store = RedisStateStore(redis_url, owner, prefix=settings.redis_prefix, track_ttl_s=settings.track_ttl_s,
                                 lease_ttl_s=settings.lease_ttl_s,
                                 on_error=lambda op: metrics.redis_errors.labels(op).inc())
-        sinks = _extra_sinks(redis_url, metrics) if settings.publish_streams else []
+        sinks = _extra_sinks(redis_url, settings.redis_prefix, metrics) if settings.publish_streams else []
         executor = BatchExecutor(engine)
         manager = TrackManager(settings, executor, model_id, metrics, store, sinks, source_factory)
         manager.start()
@@ -133,17 +139,24 @@ async def serve(settings: Settings) -> None:
     event("stopped")
 
 
-def _rtsp_factory():  # type: ignore[no-untyped-def]
-    """RtspSource if the module is present (it is optional to the rest of the server)."""
+def _rtsp_factory(settings: Settings):  # type: ignore[no-untyped-def]
+    """RtspSource with the configured deadlines and backoff, if the module is present."""
     try:
         from .sources.rtsp import RtspSource
     except ImportError as exc:
         event("rtsp_unavailable", 30, error=repr(exc))
         return None
-    return RtspSource
+    return partial(
+        RtspSource,
+        open_timeout=settings.rtsp_open_timeout_s,
+        read_timeout=settings.rtsp_read_timeout_s,
+        backoff_initial=settings.rtsp_backoff_initial_s,
+        backoff_max=settings.rtsp_backoff_max_s,
+        max_attempts=settings.rtsp_max_attempts,
+    )
 
 
-def _extra_sinks(redis_url: str, metrics: Metrics) -> list:
+def _extra_sinks(redis_url: str, redis_prefix: str, metrics: Metrics) -> list:
     """Redis Streams publishing (`publishing/redis_streams.py`), if that module is present."""
     try:
         import redis.asyncio as aioredis
@@ -153,7 +166,8 @@ def _extra_sinks(redis_url: str, metrics: Metrics) -> list:
         return []
     try:
         client = aioredis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        return [RedisStreamPublisher(client, on_error=lambda op, exc: metrics.redis_errors.labels(op).inc())]
+        count_error = lambda op, exc: metrics.redis_errors.labels(op).inc()  # noqa: E731
+        return [RedisStreamPublisher(client, prefix=f"{redis_prefix}:results", on_error=count_error)]
     except Exception as exc:  # its constructor contract is the other module's; never fail the server
         event("redis_streams_unavailable", 30, error=repr(exc))
         return []
