@@ -94,19 +94,12 @@ def carry_forward_invalid(pred: np.ndarray) -> np.ndarray:
     return pred
 
 
-@dataclass
-class SequenceMetrics:
-    """OPE results of one sequence; curves are over the module's threshold arrays."""
+class _CurveSummary:
+    """The single numbers read off the three curves (shared by per-sequence and aggregate results)."""
 
-    name: str
-    ious: np.ndarray  # (N,) per frame; NaN where the frame was skipped
-    center_errors: np.ndarray  # (N,) pixels; NaN where skipped
-    success_curve: np.ndarray  # (21,)
-    precision_curve: np.ndarray  # (51,)
-    norm_precision_curve: np.ndarray  # (51,)
-    num_frames: int
-    num_evaluated: int
-    extra: dict[str, float] = field(default_factory=dict)
+    success_curve: np.ndarray
+    precision_curve: np.ndarray
+    norm_precision_curve: np.ndarray
 
     @property
     def auc(self) -> float:
@@ -124,6 +117,21 @@ class SequenceMetrics:
     @property
     def norm_precision_auc(self) -> float:
         return float(self.norm_precision_curve.mean())
+
+
+@dataclass
+class SequenceMetrics(_CurveSummary):
+    """OPE results of one sequence; curves are over the module's threshold arrays."""
+
+    name: str
+    ious: np.ndarray  # (N,) per frame; NaN where the frame was skipped
+    center_errors: np.ndarray  # (N,) pixels; NaN where skipped
+    success_curve: np.ndarray  # (21,)
+    precision_curve: np.ndarray  # (51,)
+    norm_precision_curve: np.ndarray  # (51,)
+    num_frames: int
+    num_evaluated: int
+    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def mean_iou(self) -> float:
@@ -182,30 +190,13 @@ def evaluate_sequence(pred: np.ndarray, gt: np.ndarray, absent: np.ndarray | Non
 
 
 @dataclass
-class AggregateMetrics:
+class AggregateMetrics(_CurveSummary):
     """Per-sequence curves averaged with equal weight per sequence (sequences with no valid frame excluded)."""
 
     sequences: list[SequenceMetrics]
     success_curve: np.ndarray
     precision_curve: np.ndarray
     norm_precision_curve: np.ndarray
-
-    @property
-    def auc(self) -> float:
-        return float(self.success_curve.mean())
-
-    @property
-    def precision(self) -> float:
-        return float(self.precision_curve[int(np.argmin(np.abs(PRECISION_THRESHOLDS - PRECISION_AT)))])
-
-    @property
-    def norm_precision(self) -> float:
-        idx = int(np.argmin(np.abs(NORM_PRECISION_THRESHOLDS - NORM_PRECISION_AT)))
-        return float(self.norm_precision_curve[idx])
-
-    @property
-    def norm_precision_auc(self) -> float:
-        return float(self.norm_precision_curve.mean())
 
     def summary(self) -> dict[str, float]:
         return {

@@ -73,6 +73,27 @@ def channel_options(server_name_override: str | None = None) -> list[tuple[str, 
     return opts
 
 
+def open_channel(
+    channel_module: Any,
+    target: str,
+    *,
+    tls: bool,
+    root_certificates: bytes | str | Path | None,
+    private_key: bytes | str | Path | None,
+    certificate_chain: bytes | str | Path | None,
+    server_name_override: str | None,
+) -> Any:
+    """A TLS channel when asked for (or when any certificate is given), else a plaintext one.
+
+    `channel_module` is `grpc` for the synchronous client and `grpc.aio` for the asyncio one.
+    """
+    opts = channel_options(server_name_override)
+    if tls or root_certificates or private_key or certificate_chain:
+        creds = channel_credentials(root_certificates, private_key, certificate_chain)
+        return channel_module.secure_channel(target, creds, options=opts)
+    return channel_module.insecure_channel(target, options=opts)
+
+
 def metadata_tuple(metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> tuple[tuple[str, str], ...]:
     if metadata is None:
         return ()

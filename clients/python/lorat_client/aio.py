@@ -37,12 +37,10 @@ class AsyncClient:
         timeout: float | None = 30.0,
         retry: c.RetryPolicy | None = None,
     ) -> None:
-        opts = c.channel_options(server_name_override)
-        if tls or root_certificates or private_key or certificate_chain:
-            creds = c.channel_credentials(root_certificates, private_key, certificate_chain)
-            self._channel = grpc.aio.secure_channel(target, creds, options=opts)
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=opts)
+        self._channel = c.open_channel(
+            grpc.aio, target, tls=tls, root_certificates=root_certificates, private_key=private_key,
+            certificate_chain=certificate_chain, server_name_override=server_name_override,
+        )
         self._stub = pb_grpc.TrackerStub(self._channel)
         self.metadata = c.metadata_tuple(metadata)
         self.timeout = timeout
