@@ -1,0 +1,29 @@
+"""The packaged default model: present, small, loads with no arguments, and really tracks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lorat_infer import load_model
+from lorat_infer.eval.synthetic import generate_sequence
+from lorat_infer.loading import default_model_path
+from lorat_train.evaluate import evaluate_auc, initial_box_auc
+
+
+def test_default_model_is_packaged_small_and_loads():
+    path = default_model_path()
+    assert path.is_file(), f"missing {path}: run `make default-model`"
+    assert path.stat().st_size <= 20 * 2**20
+    model = load_model()
+    assert not model.training
+    assert (path.parent / "MODEL_CARD.md").is_file() and (path.parent / "training-config.yaml").is_file()
+
+
+def test_default_model_tracks_unseen_synthetic_sequences():
+    # seeds never used in training; both domains, with occlusion, distractor and scale change
+    sequences = [generate_sequence(9_100_001, 30), generate_sequence(9_100_002, 30, domain="stripes", speed=0.02)]
+    model = load_model()
+    auc = evaluate_auc(model, sequences)
+    assert auc > 0.5, auc
+    assert auc > initial_box_auc(sequences) + 0.15
+    assert np.isfinite(auc)
