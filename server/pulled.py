@@ -18,8 +18,9 @@ from . import errors
 from .log import event
 from .publishing.base import fan_out
 from .sources.base import FrameSource
+from .sources.rtsp import redact_url
 from .state.restore import track_from_stored
-from .tracks import Options, PendingFrame, Track, redact_url
+from .tracks import Options, PendingFrame, Track
 
 if TYPE_CHECKING:
     from .core import TrackManager

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,11 +143,6 @@ class Track:
             "last_confidence": float(last.confidence) if last is not None else 1.0,
             "last_pts": int(last.source_pts) if last is not None else 0,
         }
-
-
-def redact_url(url: str) -> str:
-    """The URL without `user:password@`, for logs, metrics and TrackInfo."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)
 
 
 def box_to_proto(xyxy: np.ndarray) -> pb.Box:
