@@ -66,7 +66,7 @@ class TrackManager:
         self.tracks: dict[str, Track] = {}
         self.tombstones: collections.OrderedDict[str, pb.TrackInfo] = collections.OrderedDict()
         self.reserved: set[str] = set()
-        self._resume_locks: dict[str, asyncio.Lock] = {}
+        self._resume_locks: dict[str, list] = {}  # track id -> [asyncio.Lock, callers]
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="lorat-decode")
         self.scheduler = Scheduler(
             executor, max_batch_size=settings.max_batch_size, max_wait_s=settings.max_batch_wait_ms / 1000,
@@ -367,13 +367,18 @@ class TrackManager:
         """Carry on a track this server does not hold, from its state in Redis."""
         if self.store is None:
             raise errors.not_found(f"no track {track_id!r}")
-        lock = self._resume_locks.setdefault(track_id, asyncio.Lock())
+        # [lock, callers using it]: the entry goes when its last caller does (unknown ids must not pile up
+        # locks). `lock.locked()` is no test for that: release() wakes the next waiter before it holds the
+        # lock, and a lock dropped then would let a newcomer resume the same track beside that waiter.
+        entry = self._resume_locks.setdefault(track_id, [asyncio.Lock(), 0])
+        entry[1] += 1
         try:
-            async with lock:
+            async with entry[0]:
                 return await self._resume_locked(track_id)
         finally:
-            if not lock.locked():  # unknown ids must not pile up locks
-                self._resume_locks.pop(track_id, None)
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._resume_locks[track_id]
 
     async def _resume_locked(self, track_id: str) -> Track:
         assert self.store is not None
