@@ -128,9 +128,12 @@ class TrackManager:
         if frame.future is not None and not frame.future.done():
             frame.future.set_result(result)
 
-    def _on_drop(self, track: Track, frame: PendingFrame, reason: str) -> None:
+    def _count_drop(self, track: Track, reason: str) -> None:
         track.dropped[reason] += 1
         self.metrics.dropped(track.track_id, reason)
+
+    def _on_drop(self, track: Track, frame: PendingFrame, reason: str) -> None:
+        self._count_drop(track, reason)
         result = self.make_result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0, drop_reason=reason)
         self._deliver(frame, result)
         task = asyncio.get_running_loop().create_task(fan_out(self.sinks, result))
@@ -140,8 +143,7 @@ class TrackManager:
 
     def _on_fail(self, tracks: list[Track], frames: list[PendingFrame], exc: BaseException) -> None:
         for track, frame in zip(tracks, frames):
-            track.dropped["internal_error"] += 1
-            self.metrics.dropped(track.track_id, "internal_error")
+            self._count_drop(track, "internal_error")
             self._deliver(frame, self.make_result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0,
                                               drop_reason="internal_error", message=repr(exc)))
 
@@ -418,8 +420,7 @@ class TrackManager:
         try:
             rgb = await self._decode(frame, track.h264)
         except errors.ServiceError:
-            track.dropped["decode_error"] += 1
-            self.metrics.dropped(track_id, "decode_error")
+            self._count_drop(track, "decode_error")
             raise
         await track.wait_for_room()
         if self.draining:
