@@ -60,20 +60,21 @@ class PulledSources:
         source = self.open(track_id, req.rtsp.url, dict(req.rtsp.options), holder)
         frames = source.frames().__aiter__()
         try:
-            while True:
-                first = await asyncio.wait_for(frames.__anext__(), timeout=30.0)
-                if first.pts >= req.rtsp.init_pts:
-                    break
-        except (asyncio.TimeoutError, StopAsyncIteration):
-            await source.stop()
-            raise errors.unavailable(f"could not read a first frame from the source ({source.state})") from None
-        frame = PendingFrame(rgb=first.rgb, frame_number=0, pts=first.pts, capture_time=first.capture_time,
-                             receive_time=first.receive_time or time.time())
-        try:
+            try:
+                while True:
+                    first = await asyncio.wait_for(frames.__anext__(), timeout=30.0)
+                    if first.pts >= req.rtsp.init_pts:
+                        break
+            except (asyncio.TimeoutError, StopAsyncIteration):
+                await source.stop()
+                raise errors.unavailable(
+                    f"could not read a first frame from the source ({source.state})") from None
+            frame = PendingFrame(rgb=first.rgb, frame_number=0, pts=first.pts, capture_time=first.capture_time,
+                                 receive_time=first.receive_time or time.time())
             track = await m.init_track(track_id, first.rgb, box, options, redact_url(req.rtsp.url),
                                        dict(req.labels))
-        except errors.ServiceError:
-            await source.stop()
+        except BaseException:  # a bad box, an engine error, or the caller gone (cancelled): no orphan source
+            await source.stop()  # idempotent
             raise
         track.pull = {"url": req.rtsp.url, "options": dict(req.rtsp.options)}
         track.source_obj = source

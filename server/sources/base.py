@@ -27,4 +27,4 @@ class FrameSource(Protocol):
         """Decoded frames until the source stops or fails."""
 
     async def stop(self) -> None:
-        """Stop producing; returns promptly."""
+        """Stop producing; returns promptly; a second call does nothing."""
