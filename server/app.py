@@ -131,6 +131,8 @@ async def serve(settings: Settings) -> None:
         for sink in sinks:
             with contextlib.suppress(Exception):
                 await sink.close(timeout=2.0)
+            with contextlib.suppress(Exception):  # the Redis client _extra_sinks made for it
+                await sink.redis.aclose()
         await server.stop(grace=2.0)
         executor.shutdown()
     finally:
