@@ -156,7 +156,8 @@ class TrackingEngine:
         nominal = siamfc_transform(enforce_min_size(prev, cfg.min_box_size), cfg.search_factor, cfg.search_size)
         pad_colors = torch.from_numpy(np.stack([s.pad_color for s in states]).astype(np.float32))
         crops, realised = crop_batch(tensors, nominal, cfg.search_size, pad_colors)
-        template_tokens = torch.stack([s.template_tokens for s in states]).to(self.device)
+        # states restored from storage hold their tokens on the CPU, next to others on the model's device
+        template_tokens = torch.stack([s.template_tokens.to(self.device) for s in states])
         with self._autocast():
             out = self.model.forward_tokens(template_tokens, normalize(crops.to(self.device)))
         boxes, scores = self.select(out["score_map"], out["boxes"])
