@@ -452,18 +452,25 @@ class TrackManager:
             await track.source_obj.stop()
         result = self.make_result(track, None, pb.STOPPED, track.state.box_xyxy, 0.0, message=track.message)
         await fan_out(self.sinks, result)
+        info = await self.retire(track, "stopped")
+        event("track_stopped", track_id=track_id, frames=track.frames_processed)
+        return info
+
+    async def retire(self, track: Track, why: str) -> pb.TrackInfo:
+        """A track that ended (stopped, or its source gave up): final state to Redis, lease released,
+        out of memory; its TrackInfo stays answerable as a tombstone, its replay buffer as long as that."""
         if self.store is not None and self.redis_ok:
             try:
                 await self._save_full(track)
-                await self.store.release_lease(track_id)
+                await self.store.release_lease(track.track_id)
             except StoreUnavailable:
                 self._redis_down()
-        self._evict(track, "stopped")
+        self._evict(track, why)
         info = self.info(track)
-        self.tombstones[track_id] = info
+        self.tombstones[track.track_id] = info
         while len(self.tombstones) > MAX_TOMBSTONES:
-            self.tombstones.popitem(last=False)
-        event("track_stopped", track_id=track_id, frames=track.frames_processed)
+            forgotten, _ = self.tombstones.popitem(last=False)
+            self.hub.forget(forgotten)
         return info
 
     def _evict(self, track: Track, why: str) -> None:

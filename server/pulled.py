@@ -140,3 +140,5 @@ class PulledSources:
             result = m.make_result(track, None, track.status, track.state.box_xyxy, 0.0, message=track.message)
             await fan_out(m.sinks, result)
             event("source_ended", 30, track_id=track.track_id, state=state)
+            # Nothing will feed this track again: free its slot and lease instead of renewing them forever.
+            await m.retire(track, f"source {state}")

@@ -79,3 +79,35 @@ def test_track_recovers_after_camera_restart(server) -> None:  # noqa: F811  # t
     finally:
         watch.cancel()
         cam.kill()
+
+
+def test_track_whose_camera_never_returns_fails_and_is_retired(shared_redis, checkpoint, tmp_path) -> None:  # noqa: F811  # type: ignore[no-untyped-def]
+    if not GST_OK:
+        pytest.skip(GST_MISSING)
+    from ..service.conftest import ServerProc
+
+    cam = GstRtspServer(free_port())
+    cam.start()
+    srv = ServerProc(shared_redis.url, checkpoint, tmp_path / "server.log", rtsp_max_attempts=2,
+                     rtsp_open_timeout_s=5.0, rtsp_read_timeout_s=1.0, rtsp_backoff_initial_s=0.1,
+                     rtsp_backoff_max_s=0.2).start()
+    try:
+        stub = srv.stub
+        stub.StartTrack(pb.StartTrackRequest(
+            track_id="cam-gone", rtsp=pb.RtspSource(url=cam.url),
+            initial_box=pb.Box(x=40, y=30, width=40, height=40)), timeout=60)
+        _wait_state(stub, "cam-gone", pb.SOURCE_RUNNING, 20)
+        cam.kill()
+        deadline = time.monotonic() + 30
+        while stub.GetTrack(pb.GetTrackRequest(track_id="cam-gone")).status != pb.FAILED:
+            assert time.monotonic() < deadline, "the track never failed after its camera died for good"
+            time.sleep(0.1)
+        # Retired: no longer held, no longer counted, its lease free, its final state in Redis.
+        assert "cam-gone" not in [t.track_id for t in stub.ListTracks(pb.ListTracksRequest()).tracks]
+        assert metric_value(srv.metrics_text(), "lorat_active_tracks") == 0
+        client = shared_redis.client()
+        assert client.get("lorat:lease:cam-gone") is None
+        assert b"FAILED" in client.hget("lorat:track:cam-gone", "state")
+    finally:
+        srv.terminate()
+        cam.kill()
