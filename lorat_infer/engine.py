@@ -29,6 +29,8 @@ from .crop import (
 )
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# An initial box larger than this many frame widths/heights cannot be mostly visible: refuse it.
+MAX_BOX_TO_FRAME = 4
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,13 @@ def check_box(box_xywh: Sequence[float], frame_shape: tuple[int, ...]) -> np.nda
         raise InvalidInput(f"box must be 4 finite numbers (x, y, w, h), got {list(box_xywh)}")
     if box[2] <= 0 or box[3] <= 0:
         raise InvalidInput(f"box width and height must be positive, got w={box[2]}, h={box[3]}")
-    xyxy = xywh_to_xyxy(box)
     h, w = frame_shape[:2]
+    if box[2] > MAX_BOX_TO_FRAME * w or box[3] > MAX_BOX_TO_FRAME * h:
+        raise InvalidInput(
+            f"box {box[2]:g}x{box[3]:g} is more than {MAX_BOX_TO_FRAME}x the {w}x{h} frame: the object must be "
+            "mostly visible in the first frame"
+        )
+    xyxy = xywh_to_xyxy(box)
     ix = min(xyxy[2], w) - max(xyxy[0], 0)
     iy = min(xyxy[3], h) - max(xyxy[1], 0)
     if ix <= 0 or iy <= 0:

@@ -87,6 +87,8 @@ def test_unusable_prediction_keeps_the_previous_box(model):
         ([float("nan"), 1, 2, 3], "finite"),
         ([1, 2, 3], "4 finite numbers"),
         ([500, 500, 10, 10], "does not overlap"),
+        ([0, 0, 1e300, 1e300], "more than 4x"),
+        ([-100, 0, 481, 50], "more than 4x"),
     ],
 )
 def test_bad_boxes_are_refused(model, box, message):
