@@ -132,9 +132,11 @@ class TrackManager:
         track.dropped[reason] += 1
         self.metrics.dropped(track.track_id, reason)
 
-    def _on_drop(self, track: Track, frame: PendingFrame, reason: str) -> None:
+    def _on_drop(self, track: Track, frame: PendingFrame, reason: str, message: str = "") -> None:
+        """Count a dropped frame, answer its pusher, and tell watchers and streams."""
         self._count_drop(track, reason)
-        result = self.make_result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0, drop_reason=reason)
+        result = self.make_result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0, drop_reason=reason,
+                                  message=message)
         self._deliver(frame, result)
         task = asyncio.get_running_loop().create_task(fan_out(self.sinks, result))
         self._background.add(task)  # keep a reference until done (the loop holds only weak ones)
@@ -143,9 +145,7 @@ class TrackManager:
 
     def _on_fail(self, tracks: list[Track], frames: list[PendingFrame], exc: BaseException) -> None:
         for track, frame in zip(tracks, frames):
-            self._count_drop(track, "internal_error")
-            self._deliver(frame, self.make_result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0,
-                                              drop_reason="internal_error", message=repr(exc)))
+            self._on_drop(track, frame, "internal_error", message=repr(exc))
 
     async def _on_batch(self, tracks: list[Track], frames: list[PendingFrame], pairs: list,
                         seconds: float) -> None:

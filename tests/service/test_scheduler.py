@@ -102,3 +102,45 @@ def test_stored_state_from_another_model_or_damaged_is_refused(executor: BatchEx
         assert info.value.code.name == "FAILED_PRECONDITION"
     with pytest.raises(errors.ServiceError, match="model"):
         track_from_stored("t0", stored, "other-model")
+
+
+def test_a_failing_batch_is_reported_and_the_scheduler_goes_on(executor: BatchExecutor) -> None:
+    class FailOnce:
+        """The real executor, except that its first step raises (a model or device fault)."""
+
+        def __init__(self, inner: BatchExecutor) -> None:
+            self.inner, self.failed = inner, False
+
+        async def step(self, states, frames):  # type: ignore[no-untyped-def]
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("device lost")
+            return await self.inner.step(states, frames)
+
+    async def run() -> tuple[list, list]:
+        failures: list = []
+        done: list = []
+
+        async def on_batch(tracks, frames, pairs, seconds) -> None:  # type: ignore[no-untyped-def]
+            done.extend((t.track_id, f.frame_number) for t, f in zip(tracks, frames))
+
+        def on_fail(tracks, frames, exc) -> None:  # type: ignore[no-untyped-def]
+            failures.extend((t.track_id, f.frame_number, str(exc)) for t, f in zip(tracks, frames))
+
+        sched = Scheduler(FailOnce(executor), max_batch_size=4, max_wait_s=0.01, on_drop=lambda *a: None,
+                          on_batch=on_batch, on_fail=on_fail)
+        tracks = await _tracks(executor, 2)
+        task = asyncio.create_task(sched.run())
+        for t in tracks:
+            sched.submit(t, _frame(1))
+        await asyncio.wait_for(sched.wait_idle(), 30)
+        for t in tracks:
+            sched.submit(t, _frame(2))
+        await asyncio.wait_for(sched.wait_idle(), 30)
+        sched.stop()
+        await task
+        return failures, done
+
+    failures, done = asyncio.run(run())
+    assert sorted(failures) == [("t0", 1, "device lost"), ("t1", 1, "device lost")]
+    assert sorted(done) == [("t0", 2), ("t1", 2)]
