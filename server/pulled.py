@@ -62,7 +62,7 @@ class PulledSources:
         try:
             try:
                 while True:
-                    first = await asyncio.wait_for(frames.__anext__(), timeout=30.0)
+                    first = await asyncio.wait_for(frames.__anext__(), timeout=m.settings.rtsp_start_timeout_s)
                     if first.pts >= req.rtsp.init_pts:
                         break
             except (asyncio.TimeoutError, StopAsyncIteration):

@@ -44,6 +44,7 @@ class Settings:
     fifo_max_queue: int = _knob(8, "fifo/every_frame: most frames waiting per track")
     replay_results: int = _knob(256, "results kept per track for WatchTracks replay (from_frame)")
     publish_streams: bool = _knob(True, "also publish every result to Redis Streams (docs/redis-streams.md)")
+    rtsp_start_timeout_s: float = _knob(30.0, "RTSP: longest StartTrack waits for the first frame (else UNAVAILABLE)")
     rtsp_open_timeout_s: float = _knob(10.0, "RTSP: longest wait from connecting to the first decoded frame")
     rtsp_read_timeout_s: float = _knob(5.0, "RTSP: no-frame watchdog once running; then reconnect")
     rtsp_backoff_initial_s: float = _knob(0.5, "RTSP: first reconnect wait; doubles per attempt, with jitter")
