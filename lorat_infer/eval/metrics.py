@@ -118,6 +118,14 @@ class _CurveSummary:
     def norm_precision_auc(self) -> float:
         return float(self.norm_precision_curve.mean())
 
+    def curve_summary(self) -> dict[str, float]:
+        return {
+            "auc": self.auc,
+            "precision": self.precision,
+            "norm_precision": self.norm_precision,
+            "norm_precision_auc": self.norm_precision_auc,
+        }
+
 
 @dataclass
 class SequenceMetrics(_CurveSummary):
@@ -138,14 +146,7 @@ class SequenceMetrics(_CurveSummary):
         return float(np.nanmean(self.ious)) if self.num_evaluated else float("nan")
 
     def summary(self) -> dict[str, float]:
-        return {
-            "auc": self.auc,
-            "precision": self.precision,
-            "norm_precision": self.norm_precision,
-            "norm_precision_auc": self.norm_precision_auc,
-            "mean_iou": self.mean_iou,
-            "frames": float(self.num_evaluated),
-        }
+        return {**self.curve_summary(), "mean_iou": self.mean_iou, "frames": float(self.num_evaluated)}
 
 
 def evaluate_sequence(pred: np.ndarray, gt: np.ndarray, absent: np.ndarray | None = None,
@@ -199,13 +200,7 @@ class AggregateMetrics(_CurveSummary):
     norm_precision_curve: np.ndarray
 
     def summary(self) -> dict[str, float]:
-        return {
-            "auc": self.auc,
-            "precision": self.precision,
-            "norm_precision": self.norm_precision,
-            "norm_precision_auc": self.norm_precision_auc,
-            "sequences": float(len(self.sequences)),
-        }
+        return {**self.curve_summary(), "sequences": float(len(self.sequences))}
 
 
 def aggregate(results: Sequence[SequenceMetrics]) -> AggregateMetrics:
