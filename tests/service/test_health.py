@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,20 +21,28 @@ from .conftest import ROOT, free_port
 SERVICE = "lorat.v1.Tracker"
 
 
-def _watch_until_serving(channel: grpc.Channel, deadline: float) -> tuple[list[int], object]:
-    """Open a health Watch as soon as the port answers; collect statuses until SERVING."""
-    stub = health_pb2_grpc.HealthStub(channel)
+def _wait_listening(port: int, deadline: float) -> None:
+    """Poll the TCP port directly: a gRPC channel that failed once backs off for a second or more, longer
+    than the window we want to observe."""
     while time.monotonic() < deadline:
-        stream = stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
-        seen: list[int] = []
         try:
-            for response in stream:
-                seen.append(response.status)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return seen, stream
-        except grpc.RpcError:  # not listening yet
-            time.sleep(0.02)
-    raise AssertionError("the server never became SERVING")
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise AssertionError("the server never listened")
+
+
+def _watch_until_serving(channel: grpc.Channel) -> tuple[list[int], object]:
+    """Collect health statuses from a Watch until SERVING."""
+    stream = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=SERVICE), wait_for_ready=True, timeout=120)
+    seen: list[int] = []
+    for response in stream:
+        seen.append(response.status)
+        if response.status == health_pb2.HealthCheckResponse.SERVING:
+            return seen, stream
+    raise AssertionError(f"the health stream ended before SERVING: {seen}")
 
 
 def test_not_serving_while_loading_and_while_draining(tmp_path: Path) -> None:
@@ -47,9 +56,11 @@ def test_not_serving_while_loading_and_while_draining(tmp_path: Path) -> None:
         [sys.executable, "-m", "server", "--grpc-port", str(port), "--metrics-port", "-1",
          "--checkpoint", str(checkpoint)],
         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log, stderr=log)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = None
     try:
-        seen, stream = _watch_until_serving(channel, time.monotonic() + 120)
+        _wait_listening(port, time.monotonic() + 120)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        seen, stream = _watch_until_serving(channel)
         assert seen[0] == health_pb2.HealthCheckResponse.NOT_SERVING, seen  # listening, model not ready
         proc.send_signal(signal.SIGTERM)
         after: list[int] = []
@@ -61,7 +72,8 @@ def test_not_serving_while_loading_and_while_draining(tmp_path: Path) -> None:
         assert health_pb2.HealthCheckResponse.NOT_SERVING in after, after
         assert proc.wait(timeout=60) == 0
     finally:
-        channel.close()
+        if channel is not None:
+            channel.close()
         if proc.poll() is None:
             proc.kill()
         log.close()
