@@ -26,6 +26,7 @@ class TrackStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STOPPED: _ClassVar[TrackStatus]
     FAILED: _ClassVar[TrackStatus]
     CONNECTING: _ClassVar[TrackStatus]
+    MOVED: _ClassVar[TrackStatus]
 
 class SourceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -47,6 +48,7 @@ RECONNECTING: TrackStatus
 STOPPED: TrackStatus
 FAILED: TrackStatus
 CONNECTING: TrackStatus
+MOVED: TrackStatus
 SOURCE_STATE_UNSPECIFIED: SourceState
 SOURCE_PUSH: SourceState
 SOURCE_CONNECTING: SourceState
