@@ -83,7 +83,8 @@ async def serve(settings: Settings) -> None:
     try:
         metrics = Metrics()
         if settings.metrics_port >= 0:
-            mport = metrics.serve(settings.metrics_port, settings.grpc_host)
+            mport = _bind("--metrics-port", settings.grpc_host, settings.metrics_port,
+                          lambda: metrics.serve(settings.metrics_port, settings.grpc_host))
             event("metrics_listening", url=f"http://{settings.grpc_host}:{mport}/metrics")
 
         health_servicer = health.aio.HealthServicer()
@@ -98,14 +99,16 @@ async def serve(settings: Settings) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        port = _bind("--grpc-port", settings.grpc_host, settings.grpc_port,
+                     lambda: server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}"))
         await server.start()
         event("grpc_listening", address=f"{settings.grpc_host}:{port}")
 
         stop = asyncio.Event()
+        received: list[str] = []
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name.lower()), stop.set()))
 
         model, model_id = await asyncio.to_thread(load_serving_model, settings)
         engine = TrackingEngine(model, device=settings.device, precision=settings.precision)
@@ -125,7 +128,8 @@ async def serve(settings: Settings) -> None:
         event("ready", owner=owner, model_id=model_id, grpc_port=port)
 
         await stop.wait()
-        event("sigterm", note="stop accepting, finish in-flight batches, write state to Redis")
+        event(received[0] if received else "sigterm",
+              note="stop accepting, finish in-flight batches, write state to Redis")
         await health_servicer.enter_graceful_shutdown()
         await manager.drain()
         for sink in sinks:
@@ -139,6 +143,23 @@ async def serve(settings: Settings) -> None:
         if embedded is not None:
             embedded.stop()
     event("stopped")
+
+
+def _bind(flag: str, host: str, port: int, bind):  # type: ignore[no-untyped-def]
+    """Run a bind; a failure (port in use, ...) becomes an error naming the address and its flag."""
+    reason = "the address was not bound"
+    try:
+        bound = bind()
+    except (OSError, RuntimeError) as exc:
+        bound, reason = 0, exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if not bound:  # grpc says only "Failed to bind" (older releases return 0): ask the OS why
+        try:
+            with socket.socket() as probe:
+                probe.bind((host, port))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        raise OSError(f"cannot listen on {host}:{port} ({flag}): {reason}")
+    return bound
 
 
 def _rtsp_factory(settings: Settings):  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from server.tracks import Options, PendingFrame, Track
 
 def test_settings_flags_override_env_override_defaults() -> None:
     s = load_settings([], env={})
-    assert (s.grpc_port, s.metrics_port, s.redis_url, s.default_policy) == (50051, 9090, "", "latest")
+    assert (s.grpc_port, s.metrics_port, s.redis_url, s.default_policy) == (50051, 50052, "", "latest")
     s = load_settings(["--max-batch-size", "4"], env={"LORAT_MAX_BATCH_SIZE": "8", "LORAT_GRPC_PORT": "7000",
                                                       "LORAT_PUBLISH_STREAMS": "false"})
     assert (s.max_batch_size, s.grpc_port, s.publish_streams) == (4, 7000, False)
