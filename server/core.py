@@ -157,7 +157,8 @@ class TrackManager:
             self.metrics.queue_wait_seconds.observe(max(0.0, now_mono - seconds - frame.enqueued))
             track.state = new_state
             track.frames_processed += 1
-            result = self.make_result(track, frame, pb.TRACKING, res.box_xyxy, float(res.score))
+            result = self.make_result(track, frame, self._lost_or_tracking(track, float(res.score)),
+                                      res.box_xyxy, float(res.score))
             track.last_result = result
             results.append(result)
             self.metrics.processed(track.track_id)
@@ -169,6 +170,17 @@ class TrackManager:
             self.metrics.frame_age_seconds.observe(max(0.0, now - (frame.capture_time or frame.receive_time)))
             self._deliver(frame, result)
             await fan_out(self.sinks, result)
+
+    def _lost_or_tracking(self, track: Track, score: float) -> int:
+        """LOST once the confidence has stayed below --lost-confidence for --lost-frames frames in a row."""
+        low = score < self.settings.lost_confidence
+        track.low_confidence_run = track.low_confidence_run + 1 if low else 0
+        if not self.settings.lost_frames or track.low_confidence_run < self.settings.lost_frames:
+            return pb.TRACKING
+        if track.low_confidence_run == self.settings.lost_frames:
+            self.metrics.targets_lost.inc()
+            event("target_lost", track_id=track.track_id, frames=track.low_confidence_run)
+        return pb.LOST
 
     # -- persistence ----------------------------------------------------------------------------------------
 
@@ -334,7 +346,7 @@ class TrackManager:
         except InvalidInput as exc:
             raise errors.invalid(str(exc)) from None
         return Track(track_id=track_id, state=state, model_id=self.model_id, options=options, source=source,
-                     labels=labels)
+                     labels=labels, frame_size=(rgb.shape[1], rgb.shape[0]))
 
     async def _persist_new(self, track: Track) -> None:
         if self.store is None:
@@ -419,6 +431,7 @@ class TrackManager:
         receive = time.time()
         try:
             rgb = await self._decode(frame, track.h264)
+            _check_size(track, rgb)
         except errors.ServiceError:
             self._count_drop(track, "decode_error")
             raise
@@ -514,6 +527,17 @@ def _capture(frame: pb.Frame) -> float | None:
     if frame.HasField("capture_time"):
         return frame.capture_time.ToNanoseconds() / 1e9
     return None
+
+
+def _check_size(track: Track, rgb: np.ndarray) -> None:
+    """Boxes and crops are in the first frame's pixels: a pushed frame of another size is refused."""
+    size = (rgb.shape[1], rgb.shape[0])
+    if track.frame_size is None:  # resumed from state written before frame sizes were stored
+        track.frame_size = size
+    elif size != track.frame_size:
+        raise errors.invalid(f"frame is {size[0]}x{size[1]} but track {track.track_id!r} started on "
+                             f"{track.frame_size[0]}x{track.frame_size[1]} frames; resize it, or start a new "
+                             "track for the new size")
 
 
 def _check_id(track_id: str) -> None:

@@ -56,6 +56,9 @@ class Metrics:
             "lorat_frames_processed_total", "Frames tracked (a box was computed).", registry=r)
         self.frames_dropped = Counter(
             "lorat_frames_dropped_total", "Frames not tracked, by reason.", ["reason"], registry=r)
+        self.targets_lost = Counter(
+            "lorat_targets_lost_total", "Times a track turned LOST (low confidence for --lost-frames frames).",
+            registry=r)
         self.active_tracks = Gauge("lorat_active_tracks", "Tracks held by this server.", registry=r)
         self.redis_errors = Counter(
             "lorat_redis_errors_total", "Failed Redis operations, by operation.", ["op"], registry=r)

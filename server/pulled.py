@@ -33,14 +33,18 @@ class PulledSources:
         self.manager = manager
         self.factory = factory
 
-    def open(self, track_id: str, url: str, options: dict[str, str], holder: dict[str, Track]) -> FrameSource:
-        """A source whose state changes become results (RECONNECTING, ...) once `holder` has the track."""
+    def open(self, track_id: str, url: str, options: dict[str, str], holder: dict[str, Any]) -> FrameSource:
+        """A source whose state changes become results (RECONNECTING, ...) once `holder` has the track;
+        before that, a first attempt that fails resolves `holder["failed"]` (a future) with its reason."""
         m = self.manager
 
         async def on_state(old: object, new: object, reason: str) -> None:
             name = getattr(new, "value", str(new))
             event("source_state", track_id=track_id, state=name, reason=reason)
             track = holder.get("track")
+            failed = holder.get("failed")
+            if track is None and failed is not None and not failed.done() and name in ("reconnecting", "failed"):
+                failed.set_result(reason)
             status = {"reconnecting": pb.RECONNECTING, "running": pb.TRACKING}.get(name)
             if track is None or status is None or track.status != pb.TRACKING:
                 return
@@ -56,19 +60,11 @@ class PulledSources:
                     options: Options) -> tuple[Track, PendingFrame]:
         """Open the source, initialise on its first frame with pts >= init_pts, then pump frames."""
         m = self.manager
-        holder: dict[str, Track] = {}
+        holder: dict[str, Any] = {"failed": asyncio.get_running_loop().create_future()}
         source = self.open(track_id, req.rtsp.url, dict(req.rtsp.options), holder)
         frames = source.frames().__aiter__()
         try:
-            try:
-                while True:
-                    first = await asyncio.wait_for(frames.__anext__(), timeout=m.settings.rtsp_start_timeout_s)
-                    if first.pts >= req.rtsp.init_pts:
-                        break
-            except (asyncio.TimeoutError, StopAsyncIteration):
-                await source.stop()
-                raise errors.unavailable(
-                    f"could not read a first frame from the source ({source.state})") from None
+            first = await self._first_frame(frames, holder["failed"], req)
             frame = PendingFrame(rgb=first.rgb, frame_number=0, pts=first.pts, capture_time=first.capture_time,
                                  receive_time=first.receive_time or time.time())
             track = await m.init_track(track_id, first.rgb, box, options, redact_url(req.rtsp.url),
@@ -81,6 +77,29 @@ class PulledSources:
         holder["track"] = track
         track.source_task = asyncio.create_task(self.pump(track, frames), name=f"pump {track_id}")
         return track, frame
+
+    async def _first_frame(self, frames: Any, failed: asyncio.Future, req: pb.StartTrackRequest) -> Any:
+        """The first frame with pts >= init_pts; a failed first attempt (refused, 401, 404, open deadline)
+        answers at once with its reason instead of waiting out --rtsp-start-timeout-s."""
+        loop = asyncio.get_running_loop()
+        timeout = self.manager.settings.rtsp_start_timeout_s
+        deadline = loop.time() + timeout
+        while True:
+            nxt = asyncio.ensure_future(frames.__anext__())
+            done, _ = await asyncio.wait({nxt, failed}, timeout=max(0.0, deadline - loop.time()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            try:
+                if nxt in done:
+                    first = nxt.result()
+                    if first.pts >= req.rtsp.init_pts:
+                        return first
+                    continue
+                reason = failed.result() if failed.done() else f"no frame within {timeout:g}s (--rtsp-start-timeout-s)"
+            except StopAsyncIteration:
+                reason = failed.result() if failed.done() else "the source ended before its first frame"
+            nxt.cancel()
+            raise errors.unavailable(f"RTSP start failed ({start_failure_kind(reason)}) for "
+                                     f"{redact_url(req.rtsp.url)}: {_redact_all(reason, req.rtsp.url)}")
 
     async def adopt(self) -> None:
         """Take over pulled (RTSP) tracks whose owner is gone: nobody pushes to them, so nothing else would
@@ -142,3 +161,19 @@ class PulledSources:
             event("source_ended", 30, track_id=track.track_id, state=state)
             # Nothing will feed this track again: free its slot and lease instead of renewing them forever.
             await m.retire(track, f"source {state}")
+
+
+def start_failure_kind(reason: str) -> str:
+    """refused | unauthorised | not found | timeout | error, from FFmpeg's message."""
+    low = reason.lower()
+    for kind, words in (("refused", ("refused",)), ("unauthorised", ("401", "unauthorized", "authoriz")),
+                        ("not found", ("404", "not found", "no such")),
+                        ("timeout", ("timed out", "timeout", "deadline", "no frame within"))):
+        if any(w in low for w in words):
+            return kind
+    return "error"
+
+
+def _redact_all(text: str, url: str) -> str:
+    """FFmpeg quotes the URL it was given: never echo its credentials."""
+    return text.replace(url, redact_url(url)) if url else text

@@ -44,6 +44,8 @@ class Settings:
     fifo_max_queue: int = _knob(8, "fifo/every_frame: most frames waiting per track")
     replay_results: int = _knob(256, "results kept per track for WatchTracks replay (from_frame)")
     publish_streams: bool = _knob(True, "also publish every result to Redis Streams (docs/redis-streams.md)")
+    lost_confidence: float = _knob(0.05, "results say LOST once confidence stays below this ...")
+    lost_frames: int = _knob(10, "... for this many frames in a row (0: never LOST)")
     rtsp_start_timeout_s: float = _knob(30.0, "RTSP: longest StartTrack waits for the first frame (else UNAVAILABLE)")
     rtsp_open_timeout_s: float = _knob(10.0, "RTSP: longest wait from connecting to the first decoded frame")
     rtsp_read_timeout_s: float = _knob(5.0, "RTSP: no-frame watchdog once running; then reconnect")
@@ -64,7 +66,7 @@ class Settings:
                      "max_frame_height", "fifo_max_queue", "decode_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_batch_wait_ms", "track_ttl_s", "lease_ttl_s", "fifo_max_age_s"):
+        for name in ("max_batch_wait_ms", "track_ttl_s", "lease_ttl_s", "fifo_max_age_s", "lost_frames"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lease_ttl_s <= 0.05:

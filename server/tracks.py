@@ -78,6 +78,8 @@ class Track:
     pull: dict[str, Any] | None = None  # pulled tracks: {"url", "options"} to reopen the source elsewhere
     source_task: asyncio.Task | None = None
     room: asyncio.Event = field(default_factory=asyncio.Event)
+    low_confidence_run: int = 0  # frames in a row below --lost-confidence (LOST from --lost-frames on)
+    frame_size: tuple[int, int] | None = None  # (width, height) of the first frame: pushes must match
 
     def next_frame_number(self) -> int:
         self.frames_received += 1
@@ -127,7 +129,8 @@ class Track:
 
     def meta_dict(self) -> dict[str, Any]:
         return {"source": self.source, "options": self.options.to_dict(), "labels": self.labels,
-                "model_id": self.model_id, "created_time": self.created_time, "pull": self.pull}
+                "model_id": self.model_id, "created_time": self.created_time, "pull": self.pull,
+                "frame_size": list(self.frame_size) if self.frame_size else None}
 
     def state_dict(self) -> dict[str, Any]:
         last = self.last_result

@@ -47,6 +47,8 @@ def track_from_stored(track_id: str, stored: StoredTrack, model_id: str) -> Trac
             dropped=collections.Counter(state.get("dropped", {})), pull=meta.get("pull"))
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.precondition(f"track {track_id!r}: stored state incomplete ({exc!r})") from None
+    if meta.get("frame_size"):
+        track.frame_size = (int(meta["frame_size"][0]), int(meta["frame_size"][1]))
     track.last_result = pb.TrackResult(
         track_id=track_id, frame_number=int(state.get("last_frame_number", 0)),
         source_pts=int(state.get("last_pts", 0)), box=box_to_proto(track.state.box_xyxy),

@@ -27,6 +27,7 @@ class TrackStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILED: _ClassVar[TrackStatus]
     CONNECTING: _ClassVar[TrackStatus]
     MOVED: _ClassVar[TrackStatus]
+    LOST: _ClassVar[TrackStatus]
 
 class SourceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +50,7 @@ STOPPED: TrackStatus
 FAILED: TrackStatus
 CONNECTING: TrackStatus
 MOVED: TrackStatus
+LOST: TrackStatus
 SOURCE_STATE_UNSPECIFIED: SourceState
 SOURCE_PUSH: SourceState
 SOURCE_CONNECTING: SourceState
