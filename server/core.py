@@ -75,6 +75,9 @@ class TrackManager:
         self.draining = False
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
+        # (track, frame, result) after each tracked frame, on the loop: must be cheap (the console keeps
+        # references to the latest frame per open view and encodes elsewhere). Empty: no cost.
+        self.frame_observers: list[Callable[[Track, PendingFrame, pb.TrackResult], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -170,6 +173,9 @@ class TrackManager:
             self.metrics.frame_age_seconds.observe(max(0.0, now - (frame.capture_time or frame.receive_time)))
             self._deliver(frame, result)
             await fan_out(self.sinks, result)
+        for observe in self.frame_observers:
+            for track, frame, result in zip(tracks, frames, results):
+                observe(track, frame, result)
 
     def _lost_or_tracking(self, track: Track, score: float) -> int:
         """LOST once the confidence has stayed below --lost-confidence for --lost-frames frames in a row."""
