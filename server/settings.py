@@ -27,6 +27,8 @@ class Settings:
     grpc_host: str = _knob("127.0.0.1", "address the gRPC server binds (0.0.0.0 for all interfaces)")
     grpc_port: int = _knob(50051, "gRPC port (0 picks a free one, logged at start)")
     metrics_port: int = _knob(50052, "Prometheus /metrics HTTP port (0: a free one; -1: off; 9090 is Prometheus')")
+    http_port: int = _knob(8080, "web console HTTP port (docs/console.md; 0: a free one; -1: off)")
+    console_media_dir: str = _knob("", "folder of video files the console may track (empty: none)")
     redis_url: str = _knob("", "Redis URL for track state; empty starts a private embedded redis-server")
     checkpoint: str = _knob("", "merged .safetensors model; empty serves the built-in default model")
     device: str = _knob("cpu", "torch device for the model (cpu, cuda, cuda:1, ...)")
