@@ -16,6 +16,10 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from .config import LoRATConfig, get_config
+from .mixformer.config import MixFormerV2Config
+from .mixformer.config import is_variant_name as is_mixformer_variant
+from .mixformer.model import MixFormerV2
+from .mixformer.model import build_model as build_mixformer
 
 LAYER_NORM_EPS = 1e-6
 
@@ -165,6 +169,9 @@ def _timm_mlp() -> type[nn.Module]:
     return Mlp
 
 
-def build_model(variant: str | LoRATConfig) -> LoRAT:
-    """A randomly initialised LoRAT; works under `with torch.device("meta"):` for the big variants."""
+def build_model(variant: str | LoRATConfig | MixFormerV2Config) -> LoRAT | MixFormerV2:
+    """A randomly initialised network of either family: a LoRAT variant ("B-224") or a MixFormerV2 one
+    ("MixFormerV2-B", "MixFormerV2-S"); works under `with torch.device("meta"):` for the big variants."""
+    if isinstance(variant, MixFormerV2Config) or is_mixformer_variant(variant):
+        return build_mixformer(variant)
     return LoRAT(get_config(variant))
