@@ -1,13 +1,16 @@
 """Batched tracking engine: many independent tracks, one forward pass per step.
 
-Track state is plain data (`TrackState`) so a caller can keep it anywhere (a dict, Redis) and hand any
-subset of tracks to `step`. The engine holds only the model and the constant Hann window.
+Track state is plain data (one frozen dataclass per model family, see `family.py`) so a caller can keep it
+anywhere (a dict, Redis via `state_to_record`) and hand any subset of tracks to `step`. The engine holds
+the model (weights cast once to the compute dtype), the family that drives it, and the device-side
+machinery of the frame path: batched crops from uint8 (`device_crop`), staging buffers, optional
+`torch.compile` and per-bucket CUDA graphs (`runner`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
+import copy
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,46 +18,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from .crop import (
-    CropTransform,
-    clip_boxes,
-    crop_batch,
-    enforce_min_size,
-    frame_mean_color,
-    normalize,
-    siamfc_transform,
-    template_foreground_mask,
-    xywh_to_xyxy,
-    xyxy_to_xywh,
-)
+from .crop import CropTransform, clip_boxes, frame_mean_color, xywh_to_xyxy, xyxy_to_xywh
+from .device_crop import gather_grid, param_width, plan_crops, resample
+from .family import FrameBatch, ModelFamily, StepArrays, TrackState, family_for
+from .precision import PRECISIONS, resolve_precision
+from .runner import StepRunner
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+log = logging.getLogger(__name__)
+
 # An initial box larger than this many frame widths/heights cannot be mostly visible: refuse it.
 MAX_BOX_TO_FRAME = 4
 
-
-@dataclass(frozen=True)
-class TrackState:
-    """Everything needed to advance one track by a frame.
-
-    `template_tokens` are the embedded template (patch + position + token type), the only part of the
-    template computation that can be cached: the blocks attend jointly, so features change every frame.
-    """
-
-    template_tokens: torch.Tensor  # (Nz, D)
-    box_xyxy: np.ndarray  # (4,) float64, frame pixels
-    pad_color: np.ndarray  # (3,) float32, 0..255, mean colour of the first frame
-    frame_index: int = 0
-
-    @property
-    def box_xywh(self) -> np.ndarray:
-        return xyxy_to_xywh(self.box_xyxy)
+__all__ = ["MAX_BOX_TO_FRAME", "PRECISIONS", "InvalidInput", "StepArrays", "TrackResult", "TrackState",
+           "TrackingEngine", "check_box", "check_frame", "resolve_precision"]
 
 
 @dataclass(frozen=True)
 class TrackResult:
     box_xyxy: np.ndarray  # (4,) float64 frame pixels: the track's box after this frame
-    score: float  # sigmoid confidence at the chosen cell (no window penalty)
+    score: float  # confidence at the chosen cell (no window penalty)
     updated: bool  # False when the prediction was unusable and the previous box was kept
 
     @property
@@ -73,16 +55,28 @@ def check_frame(frame: np.ndarray) -> None:
     if frame.dtype != np.uint8:
         raise InvalidInput(f"frame must be uint8, got {frame.dtype}")
     if frame.shape[0] < 1 or frame.shape[1] < 1:
-        raise InvalidInput(f"frame is empty: {frame.shape}")
+        raise InvalidInput(f"frame is empty: {tuple(frame.shape)}")
+
+
+def _numbers(values: object) -> str:
+    """Plain '[1, 2.5, nan]' text for a box as the caller gave it (no numpy reprs in messages)."""
+    try:
+        flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return f"a {type(values).__name__}"
+    return "[" + ", ".join(f"{v:g}" for v in flat.tolist()) + "]"
 
 
 def check_box(box_xywh: Sequence[float], frame_shape: tuple[int, ...]) -> np.ndarray:
     """Validate an initial (x, y, w, h) box against the frame; returns it as xyxy."""
-    box = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
+    try:
+        box = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"box must be 4 finite numbers (x, y, w, h), got {_numbers(box_xywh)}") from None
     if box.shape != (4,) or not np.all(np.isfinite(box)):
-        raise InvalidInput(f"box must be 4 finite numbers (x, y, w, h), got {list(box_xywh)}")
+        raise InvalidInput(f"box must be 4 finite numbers (x, y, w, h), got {_numbers(box)}")
     if box[2] <= 0 or box[3] <= 0:
-        raise InvalidInput(f"box width and height must be positive, got w={box[2]}, h={box[3]}")
+        raise InvalidInput(f"box width and height must be positive, got w={box[2]:g}, h={box[3]:g}")
     h, w = frame_shape[:2]
     if box[2] > MAX_BOX_TO_FRAME * w or box[3] > MAX_BOX_TO_FRAME * h:
         raise InvalidInput(
@@ -93,106 +87,184 @@ def check_box(box_xywh: Sequence[float], frame_shape: tuple[int, ...]) -> np.nda
     ix = min(xyxy[2], w) - max(xyxy[0], 0)
     iy = min(xyxy[3], h) - max(xyxy[1], 0)
     if ix <= 0 or iy <= 0:
-        raise InvalidInput(f"box {list(box)} does not overlap the {w}x{h} frame")
+        raise InvalidInput(f"box {_numbers(box)} does not overlap the {w}x{h} frame")
     return xyxy
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision option, or None for plain fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+def _cast_weights(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The model on `device` with its parameters in `dtype` (cast once, not per call by autocast).
+
+    fp32 keeps the caller's module (moved, as before); another dtype works on a copy so the caller's model
+    is untouched. Buffers stay fp32 (e.g. the head's cell centres, whose rounding would move boxes)."""
+    model = model.eval()
+    if dtype == torch.float32:
+        return model.to(device)
+    cast = copy.deepcopy(model).to(device)
+    for p in cast.parameters():
+        p.data = p.data.to(dtype)
+    return cast
+
+
+def frame_results(out: np.ndarray, realised: CropTransform, sizes_wh: np.ndarray, states: Sequence
+                  ) -> StepArrays:
+    """(N, 5) crop-pixel boxes + scores -> frame boxes (clipped); an unusable box keeps the state's box."""
+    out = np.asarray(out, dtype=np.float64)
+    frame_boxes = clip_boxes(realised.invert(out[:, :4]), sizes_wh)
+    valid = (
+        np.all(np.isfinite(frame_boxes), axis=1)
+        & (frame_boxes[:, 2] > frame_boxes[:, 0])
+        & (frame_boxes[:, 3] > frame_boxes[:, 1])
+    )
+    if not valid.all():
+        previous = np.stack([s.box_xyxy for s in states])
+        frame_boxes = np.where(valid[:, None], frame_boxes, previous)
+    return StepArrays(boxes_xyxy=frame_boxes, scores=out[:, 4], updated=valid)
+
+
+@dataclass
+class Pending:
+    """A launched step whose device work may still be running (see `TrackingEngine.launch`)."""
+
+    states: list
+    batch: FrameBatch
+    realised: CropTransform
+    readback: torch.Tensor  # (N, 5) host tensor, valid once `done` has fired
+    done: torch.cuda.Event | None
 
 
 class TrackingEngine:
-    """Advances many LoRAT tracks with one batched forward per `step`."""
+    """Advances many tracks of one model with one batched forward per `step`.
 
-    def __init__(self, model: nn.Module, device: str | torch.device | None = None,
-                 precision: str = "auto") -> None:
-        self.model = model.eval()
+    precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16 matmuls, else fp32), "fp32", "bf16",
+    "fp16". compile / cuda_graphs: None = on where they help (CUDA), False = off, True = on."""
+
+    def __init__(self, model: nn.Module, device: str | torch.device | None = None, precision: str = "auto",
+                 compile: bool | None = None, cuda_graphs: bool | None = None,
+                 family: ModelFamily | None = None) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model.to(self.device)
-        self.config = model.config
-        self.autocast_dtype = resolve_precision(precision, self.device)
-        hx, wx = self.config.search_grid
-        window = torch.outer(torch.hann_window(hx, periodic=False), torch.hann_window(wx, periodic=False))
-        self.window = window.flatten().to(self.device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.precision, self.dtype, why = resolve_precision(precision, self.device)
+        self.model = _cast_weights(model, self.device, self.dtype)
+        self.config = getattr(self.model, "config", None)
+        self.family = family or family_for(self.model)
+        self.family.bind(self.device, self.dtype)
+        on_cuda = self.device.type == "cuda"
+        self.runner = StepRunner(
+            self._device_step, self.device,
+            compile=on_cuda if compile is None else compile,
+            cuda_graphs=on_cuda if cuda_graphs is None else (cuda_graphs and on_cuda))
+        log.info("tracking engine: %s family on %s, weights %s (%s), compile=%s, cuda_graphs=%s",
+                 self.family.name, self.device, self.precision, why, self.runner.compiled, self.runner.graphs)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """Compatibility: the compute dtype when it is not fp32 (weights are cast, autocast is not used)."""
+        return None if self.dtype == torch.float32 else self.dtype
 
-    def _frames_to_tensors(self, frames: Sequence[np.ndarray]) -> list[torch.Tensor]:
+    @property
+    def max_in_flight(self) -> int:
+        """Steps that may usefully run at once (host prep of one overlapping the device work of another)."""
+        return 2 if self.device.type == "cuda" else 1
+
+    # ---------------------------------------------------------------------------------------- inputs
+
+    def _batch(self, frames: Sequence[np.ndarray]) -> FrameBatch:
         for frame in frames:
             check_frame(frame)
-        return [torch.from_numpy(np.ascontiguousarray(f)) for f in frames]
+        sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64).reshape(-1, 2)
+        return FrameBatch(list(frames), sizes)
+
+    def mean_colors(self, batch: FrameBatch) -> np.ndarray:
+        return np.stack([frame_mean_color(torch.from_numpy(np.ascontiguousarray(f))).numpy()
+                         for f in batch.frames]).astype(np.float32)
+
+    def crop(self, batch: FrameBatch, nominal: CropTransform, size: int, pad_colors: np.ndarray,
+             index: Sequence[int] | None = None) -> tuple[torch.Tensor, CropTransform]:
+        """Normalised (N, 3, size, size) crops in the compute dtype on the device, and realised transforms."""
+        frames = batch.frames if index is None else [batch.frames[i] for i in index]
+        sizes = batch.sizes_wh if index is None else batch.sizes_wh[list(index)]
+        grid, params, realised = self._stage(frames, sizes, nominal, size, pad_colors, len(frames))
+        return resample(grid, params, size, self.dtype), realised
+
+    def _stage(self, frames: list[np.ndarray], sizes: np.ndarray, nominal: CropTransform, size: int,
+               pad_colors: np.ndarray, rows: int) -> tuple[torch.Tensor, torch.Tensor, CropTransform]:
+        """Host part of a crop: plan, gather the sampled pixels into (pinned, on CUDA) staging, copy to the
+        device without blocking. `rows` >= N pads the batch (to a CUDA-graph bucket) with zero rows."""
+        n = len(frames)
+        plan = plan_crops(sizes, nominal, size, pad_colors)
+        grid = self.runner.staging((rows, 2 * size, 2 * size, 3), torch.uint8)
+        params = self.runner.staging((rows, param_width(size)), torch.float32)
+        gather_grid(frames, plan, grid.numpy())
+        params_np = params.numpy()
+        params_np[:n] = plan.params
+        if rows > n:
+            grid.numpy()[n:] = 0
+            params_np[n:] = 0
+        return self.runner.to_device(grid), self.runner.to_device(params), plan.realised
+
+    # ---------------------------------------------------------------------------------------- steps
 
     @torch.inference_mode()
-    def initialize(self, frames: Sequence[np.ndarray], boxes_xywh: Sequence[Sequence[float]]) -> list[TrackState]:
+    def initialize(self, frames: Sequence[np.ndarray], boxes_xywh: Sequence[Sequence[float]]) -> list:
         """Crop and embed templates for new tracks (batched); validates every frame and box first."""
-        tensors = self._frames_to_tensors(frames)
-        boxes = np.stack([check_box(b, f.shape) for b, f in zip(boxes_xywh, frames)])
-        cfg = self.config
-        pad_colors = torch.stack([frame_mean_color(t) for t in tensors])
-        nominal = siamfc_transform(boxes, cfg.template_factor, cfg.template_size)
-        crops, realised = crop_batch(tensors, nominal, cfg.template_size, pad_colors)
-        stride = cfg.template_size / cfg.template_grid[0]
-        mask = template_foreground_mask(realised.apply(boxes), stride, cfg.template_grid)
-        with self._autocast():
-            tokens = self.model.embed_template(normalize(crops.to(self.device)), mask.to(self.device))
-        tokens = tokens.float()
-        return [
-            TrackState(template_tokens=tokens[i], box_xyxy=boxes[i], pad_color=pad_colors[i].numpy())
-            for i in range(len(frames))
-        ]
+        if len(frames) != len(boxes_xywh):
+            raise ValueError(f"{len(frames)} frames but {len(boxes_xywh)} boxes")
+        batch = self._batch(frames)
+        boxes = np.stack([check_box(b, f.shape) for b, f in zip(boxes_xywh, frames)]).reshape(-1, 4)
+        if not len(batch):
+            return []
+        with self.runner.device_lock:
+            return self.family.initialize(self, batch, boxes)
+
+    def _device_step(self, grid: torch.Tensor, params: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        """Crop + forward + selection: one pure tensor function per batch shape (compiled / graphed)."""
+        crops = resample(grid, params, grid.shape[1] // 2, self.dtype)
+        return self.family.device_step(crops, *inputs)
 
     @torch.inference_mode()
-    def step(self, states: Sequence[TrackState], frames: Sequence[np.ndarray]
-             ) -> list[tuple[TrackState, TrackResult]]:
+    def launch(self, states: Sequence, frames: Sequence[np.ndarray]) -> Pending:
+        """Host prep and the device launch of one step; `finish` waits for it. Two launches may be in flight
+        on disjoint tracks (e.g. from two threads)."""
+        if len(states) != len(frames):
+            raise ValueError(f"{len(states)} states but {len(frames)} frames")
+        batch = self._batch(frames)
+        geometry = self.family.search_geometry(states)
+        n = len(states)
+        rows = self.runner.bucket(n)
+        with self.runner.device_lock:
+            states, inputs = self.family.device_inputs(self, states)
+            grid, params, realised = self._stage(batch.frames, batch.sizes_wh, geometry.nominal, geometry.size,
+                                                 geometry.pad_colors, rows)
+            out = self.runner.run(n, rows, grid, params, *inputs)
+            readback, done = self.runner.read_back(out[:n])
+        return Pending(states=states, batch=batch, realised=realised, readback=readback, done=done)
+
+    @torch.inference_mode()
+    def finish(self, pending: Pending) -> tuple[list, StepArrays]:
+        """Wait for a launched step; map boxes back to the frames and update the states."""
+        if pending.done is not None:
+            pending.done.synchronize()
+        result = frame_results(pending.readback.numpy(), pending.realised, pending.batch.sizes_wh,
+                               pending.states)
+        with self.runner.device_lock:
+            new_states = self.family.update(self, pending.states, pending.batch, result)
+        return new_states, result
+
+    def step_arrays(self, states: Sequence, frames: Sequence[np.ndarray]) -> tuple[list, StepArrays]:
+        """One frame for each of N tracks -> (new states, arrays of boxes/scores/updated)."""
+        if not states:
+            if frames:
+                raise ValueError(f"0 states but {len(frames)} frames")
+            empty = StepArrays(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=bool))
+            return [], empty
+        return self.finish(self.launch(states, frames))
+
+    def step(self, states: Sequence, frames: Sequence[np.ndarray]) -> list[tuple[object, TrackResult]]:
         """Track one frame for each of N tracks in one forward pass; returns new states and results."""
         if len(states) != len(frames):
             raise ValueError(f"{len(states)} states but {len(frames)} frames")
-        if not states:
-            return []
-        tensors = self._frames_to_tensors(frames)
-        cfg = self.config
-        prev = np.stack([s.box_xyxy for s in states])
-        nominal = siamfc_transform(enforce_min_size(prev, cfg.min_box_size), cfg.search_factor, cfg.search_size)
-        pad_colors = torch.from_numpy(np.stack([s.pad_color for s in states]).astype(np.float32))
-        crops, realised = crop_batch(tensors, nominal, cfg.search_size, pad_colors)
-        # states restored from storage hold their tokens on the CPU, next to others on the model's device
-        template_tokens = torch.stack([s.template_tokens.to(self.device) for s in states])
-        with self._autocast():
-            out = self.model.forward_tokens(template_tokens, normalize(crops.to(self.device)))
-        boxes, scores = self.select(out["score_map"], out["boxes"])
-        sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
-        return self._update(states, boxes, scores, realised, sizes)
-
-    def select(self, score_map: torch.Tensor, boxes: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Hann-weighted argmax -> (N, 4) crop-pixel xyxy boxes and (N,) un-penalised confidences."""
-        n = score_map.shape[0]
-        probs = score_map.float().sigmoid().flatten(1)
-        weight = self.config.window_weight
-        idx = torch.argmax(probs * (1 - weight) + self.window * weight, dim=1)
-        rows = torch.arange(n, device=idx.device)
-        conf = probs[rows, idx]
-        chosen = boxes.float().flatten(1, 2)[rows, idx] * self.config.search_size
-        return chosen.cpu().double().numpy(), conf.cpu().double().numpy()
-
-    def _update(self, states: Sequence[TrackState], crop_boxes: np.ndarray, scores: np.ndarray,
-                realised: CropTransform, sizes_wh: np.ndarray) -> list[tuple[TrackState, TrackResult]]:
-        frame_boxes = clip_boxes(realised.invert(crop_boxes), sizes_wh)
-        valid = (
-            np.all(np.isfinite(frame_boxes), axis=1)
-            & (frame_boxes[:, 2] > frame_boxes[:, 0])
-            & (frame_boxes[:, 3] > frame_boxes[:, 1])
-        )
-        results = []
-        for i, state in enumerate(states):
-            box = frame_boxes[i] if valid[i] else state.box_xyxy
-            new_state = dataclasses.replace(state, box_xyxy=box, frame_index=state.frame_index + 1)
-            results.append((new_state, TrackResult(box_xyxy=box, score=float(scores[i]), updated=bool(valid[i]))))
-        return results
+        new_states, r = self.step_arrays(states, frames)
+        boxes, scores, updated = r.boxes_xyxy, r.scores.tolist(), r.updated.tolist()
+        return [(s, TrackResult(box_xyxy=boxes[i], score=scores[i], updated=updated[i]))
+                for i, s in enumerate(new_states)]

@@ -93,7 +93,7 @@ def test_min_size_floor_keeps_the_centre():
 def test_hann_window_edges_are_zero_and_centre_is_max():
     engine = TrackingEngine(build_model("tiny"))
     hx, wx = engine.config.search_grid
-    window = engine.window.view(hx, wx)
+    window = engine.family.window.view(hx, wx)
     assert window[0].abs().max() == 0 and window[-1].abs().max() == 0
     assert window[:, 0].abs().max() == 0 and window[:, -1].abs().max() == 0
     torch.testing.assert_close(window, window.flip(0).flip(1))
