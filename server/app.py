@@ -123,6 +123,7 @@ async def serve(settings: Settings) -> None:
         manager = TrackManager(settings, executor, model_id, metrics, store, sinks, source_factory)
         manager.start()
         tracker.manager = manager
+        console = await _start_console(settings, manager)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         event("ready", owner=owner, model_id=model_id, grpc_port=port)
@@ -131,6 +132,8 @@ async def serve(settings: Settings) -> None:
         event(received[0] if received else "sigterm",
               note="stop accepting, finish in-flight batches, write state to Redis")
         await health_servicer.enter_graceful_shutdown()
+        if console is not None:  # no new tracks from the browser while draining
+            await console.close()
         await manager.drain()
         for sink in sinks:
             with contextlib.suppress(Exception):
@@ -143,6 +146,15 @@ async def serve(settings: Settings) -> None:
         if embedded is not None:
             embedded.stop()
     event("stopped")
+
+
+async def _start_console(settings: Settings, manager: TrackManager):  # type: ignore[no-untyped-def]
+    """The web console (server/console, docs/console.md) on --http-port, unless that is -1."""
+    if settings.http_port < 0:
+        return None
+    from .console import start_console  # aiohttp is imported only when the console is on
+
+    return await start_console(settings, manager)
 
 
 def _bind(flag: str, host: str, port: int, bind):  # type: ignore[no-untyped-def]
