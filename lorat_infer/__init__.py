@@ -13,6 +13,7 @@ from .config import VARIANTS, LoRATConfig, get_config
 from .engine import InvalidInput, TrackingEngine, TrackResult, TrackState
 from .loading import load_model
 from .lora import apply_lora, merge_lora
+from .mixformer import MixFormerV2, MixFormerV2Config
 from .model import LoRAT, build_model
 from .tracker import Tracker
 
@@ -22,6 +23,8 @@ __all__ = [
     "InvalidInput",
     "LoRAT",
     "LoRATConfig",
+    "MixFormerV2",
+    "MixFormerV2Config",
     "TrackResult",
     "TrackState",
     "Tracker",

@@ -20,7 +20,7 @@ from torch import nn
 
 from .crop import CropTransform, clip_boxes, frame_mean_color, xywh_to_xyxy, xyxy_to_xywh
 from .device_crop import gather_grid, param_width, plan_crops, resample
-from .family import FrameBatch, ModelFamily, StepArrays, TrackState, family_for
+from .family import FrameBatch, HostCrops, ModelFamily, StepArrays, TrackState, family_for
 from .precision import PRECISIONS, resolve_precision
 from .runner import StepRunner
 
@@ -127,9 +127,10 @@ class Pending:
 
     states: list
     batch: FrameBatch
-    realised: CropTransform
+    realised: CropTransform | None
     readback: torch.Tensor  # (N, 5) host tensor, valid once `done` has fired
     done: torch.cuda.Event | None
+    host: HostCrops | None = None  # crops_on_host families: their crops and map-back data
 
 
 class TrackingEngine:
@@ -140,7 +141,7 @@ class TrackingEngine:
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None, precision: str = "auto",
                  compile: bool | None = None, cuda_graphs: bool | None = None,
-                 family: ModelFamily | None = None) -> None:
+                 family: ModelFamily | None = None, params: dict | None = None) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -148,10 +149,12 @@ class TrackingEngine:
         self.model = _cast_weights(model, self.device, self.dtype)
         self.config = getattr(self.model, "config", None)
         self.family = family or family_for(self.model)
+        if params:  # tracker parameters, e.g. MixFormerV2's update_interval=25, search_factor=4.55
+            self.family.set_params(**params)
         self.family.bind(self.device, self.dtype)
         on_cuda = self.device.type == "cuda"
         self.runner = StepRunner(
-            self._device_step, self.device,
+            self.family.device_step if self.family.crops_on_host else self._device_step, self.device,
             compile=on_cuda if compile is None else compile,
             cuda_graphs=on_cuda if cuda_graphs is None else (cuda_graphs and on_cuda))
         log.info("tracking engine: %s family on %s, weights %s (%s), compile=%s, cuda_graphs=%s",
@@ -193,7 +196,7 @@ class TrackingEngine:
         device without blocking. `rows` >= N pads the batch (to a CUDA-graph bucket) with zero rows."""
         n = len(frames)
         plan = plan_crops(sizes, nominal, size, pad_colors)
-        grid = self.runner.staging((rows, 2 * size, 2 * size, 3), torch.uint8)
+        grid = self.runner.staging((rows, 3, 2 * size, 2 * size), torch.uint8)
         params = self.runner.staging((rows, param_width(size)), torch.float32)
         gather_grid(frames, plan, grid.numpy())
         params_np = params.numpy()
@@ -219,7 +222,7 @@ class TrackingEngine:
 
     def _device_step(self, grid: torch.Tensor, params: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         """Crop + forward + selection: one pure tensor function per batch shape (compiled / graphed)."""
-        crops = resample(grid, params, grid.shape[1] // 2, self.dtype)
+        crops = resample(grid, params, grid.shape[-1] // 2, self.dtype)
         return self.family.device_step(crops, *inputs)
 
     @torch.inference_mode()
@@ -229,9 +232,17 @@ class TrackingEngine:
         if len(states) != len(frames):
             raise ValueError(f"{len(states)} states but {len(frames)} frames")
         batch = self._batch(frames)
-        geometry = self.family.search_geometry(states)
         n = len(states)
         rows = self.runner.bucket(n)
+        if self.family.crops_on_host:
+            host = self.family.host_crops(states, batch)
+            with self.runner.device_lock:
+                states, inputs = self.family.device_inputs(self, states)
+                crops = torch.from_numpy(np.ascontiguousarray(host.crops)).to(self.device)
+                out = self.runner.run(n, rows, crops, *inputs)
+                readback, done = self.runner.read_back(out[:n])
+            return Pending(states=states, batch=batch, realised=None, readback=readback, done=done, host=host)
+        geometry = self.family.search_geometry(states)
         with self.runner.device_lock:
             states, inputs = self.family.device_inputs(self, states)
             grid, params, realised = self._stage(batch.frames, batch.sizes_wh, geometry.nominal, geometry.size,
@@ -245,8 +256,12 @@ class TrackingEngine:
         """Wait for a launched step; map boxes back to the frames and update the states."""
         if pending.done is not None:
             pending.done.synchronize()
-        result = frame_results(pending.readback.numpy(), pending.realised, pending.batch.sizes_wh,
-                               pending.states)
+        if pending.host is not None:
+            result = self.family.host_frame_results(pending.readback.numpy(), pending.states, pending.batch,
+                                                    pending.host)
+        else:
+            result = frame_results(pending.readback.numpy(), pending.realised, pending.batch.sizes_wh,
+                                   pending.states)
         with self.runner.device_lock:
             new_states = self.family.update(self, pending.states, pending.batch, result)
         return new_states, result

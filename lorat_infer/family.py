@@ -61,6 +61,18 @@ class StepArrays:
     boxes_xyxy: np.ndarray  # (N, 4) float64; the previous box where `updated` is False
     scores: np.ndarray  # (N,) float64
     updated: np.ndarray  # (N,) bool: False when the prediction was unusable and the previous box was kept
+    # Family data from `host_frame_results` for its own `update` (MixFormerV2: the exact (x, y, w, h) boxes
+    # its next crop starts from, which an xyxy round trip would change in the last bit).
+    extra: Any = None
+
+
+@dataclass(frozen=True)
+class HostCrops:
+    """Search crops a `crops_on_host` family made itself (MixFormerV2: the authors' OpenCV crop and resize,
+    whose fixed-point rounding the device resampler does not reproduce)."""
+
+    crops: np.ndarray  # (N, size, size, 3) uint8
+    aux: Any  # the family's per-track data for `host_frame_results` (e.g. resize factors)
 
 
 class EngineContext(Protocol):
@@ -87,9 +99,30 @@ class ModelFamily:
 
     name: ClassVar[str]
     layout_version: ClassVar[int]
+    # True: the family crops on the host (`host_crops`), `device_step` receives the (N, S, S, 3) uint8 crops
+    # on the device, and `host_frame_results` maps its output back (instead of `search_geometry` + the
+    # engine's device crop and map-back).
+    crops_on_host: ClassVar[bool] = False
+    params: Any = None
 
     def bind(self, device: torch.device, dtype: torch.dtype) -> None:
         """Called once by the engine: move constants to the device, allocate slot pools."""
+
+    def set_params(self, **overrides: Any) -> None:
+        """Override tracker parameters (the family's `params` dataclass) by name; unknown names are refused."""
+        known = {f.name for f in dataclasses.fields(self.params)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"{self.name} has no tracker parameter {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        self.params = dataclasses.replace(self.params, **overrides)
+
+    def host_crops(self, states: Sequence[Any], batch: FrameBatch) -> HostCrops:
+        raise NotImplementedError
+
+    def host_frame_results(self, out: np.ndarray, states: Sequence[Any], batch: FrameBatch,
+                           host: HostCrops) -> StepArrays:
+        raise NotImplementedError
 
     def initialize(self, ctx: EngineContext, batch: FrameBatch, boxes_xyxy: np.ndarray) -> list[Any]:
         raise NotImplementedError
@@ -317,3 +350,12 @@ def _register_lorat() -> None:
 
 
 _register_lorat()
+
+
+def _register_mixformer() -> None:
+    from .mixformer.family import register
+
+    register()
+
+
+_register_mixformer()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,12 +13,17 @@ from .engine import TrackingEngine, TrackState
 
 
 class Tracker:
-    """Follows one object; a thin view of `TrackingEngine` with a batch of one."""
+    """Follows one object; a thin view of `TrackingEngine` with a batch of one, for either family.
+
+    Keyword parameters override the family's tracker parameters (its authors' defaults otherwise), e.g.
+    `Tracker(mixformer, update_interval=25, search_factor=4.55)` for MixFormerV2's TrackingNet settings, or
+    `Tracker(lorat, search_factor=4.5)`; a name the family does not have is refused.
+    """
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None,
-                 precision: str = "auto") -> None:
-        self.engine = TrackingEngine(model, device=device, precision=precision)
-        self.state: TrackState | None = None
+                 precision: str = "auto", **params: Any) -> None:
+        self.engine = TrackingEngine(model, device=device, precision=precision, params=params)
+        self.state: TrackState | Any | None = None
 
     def initialize(self, frame: np.ndarray, box_xywh: Sequence[float]) -> None:
         """Embed the template from `frame` (HxWx3 uint8 RGB) around `box_xywh` (pixels)."""

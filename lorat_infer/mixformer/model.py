@@ -227,11 +227,12 @@ class MixFormerV2(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def heads(self, reg_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Box and score heads in float32 (outside any autocast): the bin softmax is precision-sensitive."""
+        """Box and score heads in their weights' dtype, outside any autocast: engines keep them in float32
+        (the bin softmax and its expectation are precision-sensitive), whatever the backbone runs in."""
         ctx = torch.autocast(reg_tokens.device.type, enabled=False) if torch.is_autocast_enabled(
             reg_tokens.device.type) else contextlib.nullcontext()
         with ctx:
-            reg = reg_tokens.float()
+            reg = reg_tokens.to(self.box_head.layers[0][0].weight.dtype)
             boxes = xyxy_to_cxcywh(self.box_head(reg))
             return {"pred_boxes": boxes, "pred_scores": self.score_head(reg)}
 

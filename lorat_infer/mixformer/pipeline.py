@@ -89,32 +89,24 @@ def scale_prediction(pred_box: torch.Tensor, search_size: int, resize_factor: fl
 
 
 def compute_caches(model: MixFormerV2, templates: Sequence[np.ndarray], online_templates: Sequence[np.ndarray],
-                   device: torch.device, autocast_dtype: torch.dtype | None) -> list[TemplateCache]:
-    """Template side of each track, one track at a time.
+                   device: torch.device, dtype: torch.dtype) -> list[TemplateCache]:
+    """Template side of each track (input cast to `dtype`, the model's weights' dtype), one track at a time.
 
     One at a time on purpose: a track resumed elsewhere recomputes its cache from the stored crops and gets
     the same bits only if the computation does not depend on which other tracks shared the batch. Template
     changes are rare (initialisation and every `update_interval` frames), so this costs little.
     """
-    caches = []
-    for z, oz in zip(templates, online_templates):
-        with _autocast(device, autocast_dtype):
-            caches.append(model.template_cache(to_input(z, device), to_input(oz, device)))
-    return caches
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    return [model.template_cache(to_input(z, device).to(dtype), to_input(oz, device).to(dtype))
+            for z, oz in zip(templates, online_templates)]
 
 
 def initial_states(model: MixFormerV2, frames: Sequence[np.ndarray], boxes_xywh: Sequence[Sequence[float]],
-                   params: Sequence[TrackerParams], device: torch.device,
-                   autocast_dtype: torch.dtype | None) -> list[MixFormerState]:
+                   params: Sequence[TrackerParams], device: torch.device, dtype: torch.dtype) -> list[MixFormerState]:
     """Crop each template (factor 2.0) and compute its cache; the online template starts as the template."""
     cfg = model.config
     templates = [sample_target(f, b, p.template_factor, cfg.template_size)[0]
                  for f, b, p in zip(frames, boxes_xywh, params)]
-    caches = compute_caches(model, templates, templates, device, autocast_dtype)
+    caches = compute_caches(model, templates, templates, device, dtype)
     return [
         MixFormerState(box_xywh=tuple(float(v) for v in b), template=z, online_template=z, candidate=None,
                        max_score=-1.0, params=p, cache=c)
@@ -134,13 +126,13 @@ def search_crops(states: Sequence[MixFormerState], frames: Sequence[np.ndarray],
 
 
 def ensure_caches(model: MixFormerV2, states: Sequence[MixFormerState], device: torch.device,
-                  autocast_dtype: torch.dtype | None) -> list[MixFormerState]:
-    """Rebuild missing caches (tracks restored from storage) and move caches to the model's device."""
+                  dtype: torch.dtype) -> list[MixFormerState]:
+    """Rebuild missing caches (tracks restored from storage, replaced templates); move caches to `device`."""
     missing = [i for i, s in enumerate(states) if s.cache is None]
     out = list(states)
     if missing:
         built = compute_caches(model, [states[i].template for i in missing],
-                               [states[i].online_template for i in missing], device, autocast_dtype)
+                               [states[i].online_template for i in missing], device, dtype)
         for i, cache in zip(missing, built):
             out[i] = dataclasses.replace(states[i], cache=cache)
     return [s if s.cache.kv.device == device else dataclasses.replace(s, cache=TemplateCache(s.cache.kv.to(device)))
@@ -148,34 +140,42 @@ def ensure_caches(model: MixFormerV2, states: Sequence[MixFormerState], device: 
 
 
 def forward_batch(model: MixFormerV2, states: Sequence[MixFormerState], crops: np.ndarray, device: torch.device,
-                  autocast_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Device side of a frame: (N, 4) normalised cx, cy, w, h and (N,) score logits, float32 on the CPU."""
     cache = TemplateCache.stack([s.cache for s in states])
-    with _autocast(device, autocast_dtype):
-        out = model.forward_cached(cache, to_input(crops, device))
+    out = model.forward_cached(cache, to_input(crops, device).to(dtype))
     return out["pred_boxes"].float().cpu(), out["pred_scores"].float().cpu()
 
 
-def advance(model: MixFormerV2, states: Sequence[MixFormerState], frames: Sequence[np.ndarray],
-            pred_boxes: torch.Tensor, logits: torch.Tensor, resize_factors: Sequence[float],
-            device: torch.device, autocast_dtype: torch.dtype | None
-            ) -> list[tuple[MixFormerState, StepOutput]]:
-    """Map each prediction back, clip, apply the online-template rule; recompute caches that changed."""
-    cfg = model.config
-    scores = logits.view(-1).sigmoid()
-    staged: list[tuple[MixFormerState, StepOutput]] = []
+def frame_boxes(states: Sequence[MixFormerState], frames: Sequence[np.ndarray], pred_boxes: torch.Tensor,
+                logits: torch.Tensor, resize_factors: Sequence[float], search_size: int
+                ) -> list[tuple[tuple[float, float, float, float], float]]:
+    """Each track's new (x, y, w, h) box (mapped back, clipped) and its score, as the authors compute them."""
+    scores = logits.float().view(-1).sigmoid()
+    out = []
     for i, (state, frame) in enumerate(zip(states, frames)):
-        p = state.params
         height, width = frame.shape[:2]
-        pred = scale_prediction(pred_boxes[i], cfg.search_size, resize_factors[i])
-        box = clip_box(map_box_back(state.box_xywh, pred, cfg.search_size, resize_factors[i]), height, width, p.margin)
-        score = scores[i].item()
+        pred = scale_prediction(pred_boxes[i], search_size, resize_factors[i])
+        box = clip_box(map_box_back(state.box_xywh, pred, search_size, resize_factors[i]), height, width,
+                       state.params.margin)
+        out.append((tuple(float(v) for v in box), scores[i].item()))
+    return out
+
+
+def online_update(model: MixFormerV2, states: Sequence[MixFormerState], frames: Sequence[np.ndarray],
+                  boxes_scores: Sequence[tuple[tuple[float, float, float, float], float]], device: torch.device,
+                  dtype: torch.dtype) -> list[tuple[MixFormerState, StepOutput]]:
+    """Take each new box, apply the online-template rule, recompute the caches of replaced templates."""
+    template_size = model.config.template_size
+    staged: list[tuple[MixFormerState, StepOutput]] = []
+    for state, frame, (box, score) in zip(states, frames, boxes_scores):
+        p = state.params
         frame_index = state.frame_index + 1
         max_score = state.max_score * p.max_score_decay
         candidate = state.candidate
         taken = score > p.score_threshold and score > max_score
         if taken:
-            candidate = sample_target(frame, box, p.template_factor, cfg.template_size)[0]
+            candidate = sample_target(frame, box, p.template_factor, template_size)[0]
             max_score = score
         replaced = frame_index % p.update_interval == 0
         online, updates, cache = state.online_template, state.online_updates, state.cache
@@ -189,5 +189,13 @@ def advance(model: MixFormerV2, states: Sequence[MixFormerState], frames: Sequen
                                         cache=cache)
         staged.append((new_state, StepOutput(box_xywh=box, score=score, candidate_taken=taken,
                                              template_replaced=replaced)))
-    new_states = ensure_caches(model, [s for s, _ in staged], device, autocast_dtype)
+    new_states = ensure_caches(model, [s for s, _ in staged], device, dtype)
     return [(s, out) for s, (_, out) in zip(new_states, staged)]
+
+
+def advance(model: MixFormerV2, states: Sequence[MixFormerState], frames: Sequence[np.ndarray],
+            pred_boxes: torch.Tensor, logits: torch.Tensor, resize_factors: Sequence[float],
+            device: torch.device, dtype: torch.dtype) -> list[tuple[MixFormerState, StepOutput]]:
+    """`frame_boxes` then `online_update`: one frame of the authors' tracker after the network ran."""
+    boxes = frame_boxes(states, frames, pred_boxes, logits, resize_factors, model.config.search_size)
+    return online_update(model, states, frames, boxes, device, dtype)
