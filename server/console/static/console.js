@@ -8,7 +8,7 @@ const VIEW_WIDTH = 640;
 // Everything the page knows; tests read it (window.lorat.drawn: the boxes drawn on the live view).
 const state = {
   info: null, tracks: [], selected: null, ws: null, drawn: [], history: [], lastFrame: -1,
-  first: null, box: null, errors: [],
+  first: null, box: null, polls: 0,
 };
 window.lorat = state;
 
@@ -85,7 +85,9 @@ function renderTracks() {
     stop.addEventListener("click", (ev) => { ev.stopPropagation(); stopTrack(t.track_id); });
     const actions = cell("");
     actions.appendChild(stop);
-    tr.append(cell(t.track_id, "id"), source, statusCell, cell(t.model), cell(fmt(t.fps, 1), "num"),
+    const model = cell(t.model, "model");
+    model.title = t.model;
+    tr.append(cell(t.track_id, "id"), source, statusCell, model, cell(fmt(t.fps, 1), "num"),
       cell(fmt(t.frame_age_ms, 0, " ms"), "num"), cell(fmt(t.confidence, 3), "num"), cell(String(t.drops), "num"),
       actions);
     tr.addEventListener("click", () => openView(t.track_id));
@@ -104,6 +106,7 @@ async function refreshTracks() {
   try {
     const data = await api("/api/tracks");
     state.tracks = data.tracks;
+    state.polls += 1;
     $("conn").textContent = "";
     renderTracks();
   } catch (e) {
