@@ -7,7 +7,8 @@ a whole batch at once and without converting source regions to float:
 1. `plan_crops` (host, vectorised float64 numpy): the realised transforms of `crop_frame`, and per output
    row and column the two source taps and weights of PyTorch's bilinear kernel (same formula, in float32);
 2. `gather_grid` (host): each track's sampled pixels only - the 2S x 2S grid of (row tap, column tap)
-   pairs, uint8, a few hundred KB per track whatever the frame size - into one (N, 2S, 2S, 3) buffer;
+   pairs, uint8 channel planes, 12 S^2 bytes per track whatever the frame size (less than the source
+   rectangle whenever the crop downsamples) - into one (N, 3, 2S, 2S) staging buffer;
 3. `resample` (device): two weighted sums over the taps, padding and the ImageNet normalisation folded
    into the same expressions, output (N, 3, S, S) in the compute dtype.
 """
@@ -91,47 +92,51 @@ def plan_crops(sizes_wh: np.ndarray, nominal: CropTransform, size: int, pad_colo
                     params=params)
 
 
-_CHANNELS = np.arange(3, dtype=np.int64)
-
-
 def gather_grid(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray) -> None:
-    """Copy each track's sampled pixels into `out` (N, 2S, 2S, 3) uint8: grid[2y + a, 2x + b] is the
-    source pixel (rows[y, a], cols[x, b]). Only these bytes are read from the (possibly huge) frame."""
+    """Copy each track's sampled pixels into `out` (N, 3, 2S, 2S) uint8, channel planes, taps in blocks:
+    out[c, a * S + y, b * S + x] is channel c of source pixel (rows[y, a], cols[x, b]). Only these bytes
+    are read from the (possibly huge) frame."""
     s2 = 2 * plan.size
-    index = np.empty((s2, s2, 3), dtype=np.int64)
+    index = np.empty((s2, s2), dtype=np.int64)
     for i, frame in enumerate(frames):
-        width = frame.shape[1]
-        row_off = plan.rows[i].reshape(s2) * (width * 3)
-        col_off = plan.cols[i].reshape(s2, 1) * 3 + _CHANNELS
-        np.add(row_off[:, None, None], col_off[None, :, :], out=index)
-        flat = frame.reshape(-1) if frame.flags.c_contiguous else np.ascontiguousarray(frame).reshape(-1)
-        np.take(flat, index.reshape(-1), out=out[i].reshape(-1))
+        if not frame.flags.c_contiguous:
+            frame = np.ascontiguousarray(frame)
+        flat = frame.reshape(-1)
+        row_off = plan.rows[i].T.reshape(s2) * (frame.shape[1] * 3)
+        col_off = plan.cols[i].T.reshape(s2) * 3
+        np.add(row_off[:, None], col_off[None, :], out=index)
+        for c in range(3):
+            np.take(flat[c:], index, out=out[i, c], mode="clip")
 
 
 def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     return 1.0 / (255.0 * std), -mean / std  # x_norm = x * a + b
 
 
-def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
-    """(N, 2S, 2S, 3) uint8 sampled pixels + (N, 6S + 3) params -> (N, 3, S, S) normalised crops in `dtype`.
+def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.dtype,
+             work: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, 3, 2S, 2S) uint8 sampled pixels + (N, 6S + 3) params -> (N, 3, S, S) normalised crops in `dtype`.
 
-    Pure tensor code on the grid's device (compilable, graph-capturable)."""
+    Pure tensor code on the grid's device (compilable, graph-capturable): two weighted sums over contiguous
+    tap blocks, computed in place in one float buffer (`work`, reused between calls on the CPU, where fresh
+    large tensors cost page faults), with the padding colour and the normalisation folded into the
+    constant terms."""
     n, s = grid.shape[0], size
     a, b = _norm_constants(grid.device)
     wy = params[:, : 2 * s].view(n, s, 2)
     wx = params[:, 2 * s : 4 * s].view(n, s, 2)
     my = params[:, 4 * s : 5 * s]
     mx = params[:, 5 * s : 6 * s]
-    pad = params[:, 6 * s :]  # (N, 3)
-    g = grid.view(n, s, 2, 2 * s, 3)
-    # Rows: weighted taps, plus the padding colour on rows outside the frame region.
-    cy = ((1 - my)[:, :, None, None] * pad[:, None, None, :])  # (N, S, 1, 3)
-    t = g[:, :, 0].float() * wy[:, :, 0, None, None] + g[:, :, 1].float() * wy[:, :, 1, None, None] + cy
-    t = t.view(n, s, s, 2, 3)
-    # Columns, with the normalisation folded into the weights and the constant term.
-    wxa = wx[:, None, :, :, None] * a  # (N, 1, S, 2, 3)
-    cx = ((1 - mx)[:, None, :, None] * pad[:, None, None, :]) * a + b  # (N, 1, S, 3)
-    out = t[..., 0, :] * wxa[..., 0, :] + t[..., 1, :] * wxa[..., 1, :] + cx  # (N, S, S, 3)
-    return out.permute(0, 3, 1, 2).to(dtype).contiguous()
+    pad = params[:, 6 * s :].view(n, 3, 1, 1)
+    g = grid.float() if work is None else work.copy_(grid)
+    # Rows: t = wy0 * g[row tap 0] + wy1 * g[row tap 1] + the padding colour on rows outside the region.
+    t = g[:, :, :s].mul_(wy[:, :, 0].reshape(n, 1, s, 1))
+    t.addcmul_(g[:, :, s:], wy[:, :, 1].reshape(n, 1, s, 1))
+    t.add_((1 - my).view(n, 1, s, 1) * pad)
+    # Columns, normalisation folded in: out = (wx0 t0 + wx1 t1) * a + b, padding on columns outside.
+    out = t[..., :s].mul_(wx[:, :, 0].reshape(n, 1, 1, s) * a)
+    out.addcmul_(t[..., s:], wx[:, :, 1].reshape(n, 1, 1, s) * a)
+    out.add_((1 - mx).view(n, 1, 1, s) * pad * a + b)
+    return torch.empty((n, 3, s, s), dtype=dtype, device=grid.device).copy_(out)  # contiguous, compute dtype

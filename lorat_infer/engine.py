@@ -188,7 +188,7 @@ class TrackingEngine:
         frames = batch.frames if index is None else [batch.frames[i] for i in index]
         sizes = batch.sizes_wh if index is None else batch.sizes_wh[list(index)]
         grid, params, realised = self._stage(frames, sizes, nominal, size, pad_colors, len(frames))
-        return resample(grid, params, size, self.dtype), realised
+        return resample(grid, params, size, self.dtype, self.runner.workspace(grid)), realised
 
     def _stage(self, frames: list[np.ndarray], sizes: np.ndarray, nominal: CropTransform, size: int,
                pad_colors: np.ndarray, rows: int) -> tuple[torch.Tensor, torch.Tensor, CropTransform]:
@@ -222,7 +222,7 @@ class TrackingEngine:
 
     def _device_step(self, grid: torch.Tensor, params: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         """Crop + forward + selection: one pure tensor function per batch shape (compiled / graphed)."""
-        crops = resample(grid, params, grid.shape[-1] // 2, self.dtype)
+        crops = resample(grid, params, grid.shape[-1] // 2, self.dtype, self.runner.workspace(grid))
         return self.family.device_step(crops, *inputs)
 
     @torch.inference_mode()

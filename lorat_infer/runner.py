@@ -32,7 +32,7 @@ class StepRunner:
         self._compiled_fn: Callable[..., torch.Tensor] | None = None
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
         self._pool = None
-        self._cpu_staging: dict[tuple, torch.Tensor] = {}
+        self._cpu_staging: dict[tuple, torch.Tensor] = {}  # CPU buffers reused under device_lock
         if self.compiled:
             self._compiled_fn = self._compile(fn)
 
@@ -80,6 +80,18 @@ class StepRunner:
             buf = torch.empty((max(shape[0], 1), *shape[1:]), dtype=dtype)
             self._cpu_staging[key] = buf
         return buf[: shape[0]]
+
+    def workspace(self, grid: torch.Tensor) -> torch.Tensor | None:
+        """A reused float buffer shaped like `grid` for the CPU resampler (None on CUDA: fresh tensors are
+        cheap there and belong to the graph's pool when captured). Callers hold `device_lock`."""
+        if self.cuda:
+            return None
+        key = ("work", tuple(grid.shape[1:]))
+        buf = self._cpu_staging.get(key)
+        if buf is None or buf.shape[0] < grid.shape[0]:
+            buf = torch.empty(grid.shape, dtype=torch.float32)
+            self._cpu_staging[key] = buf
+        return buf[: grid.shape[0]]
 
     def to_device(self, host: torch.Tensor) -> torch.Tensor:
         return host.to(self.device, non_blocking=True) if self.cuda else host

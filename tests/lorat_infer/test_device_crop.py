@@ -17,7 +17,7 @@ def _reference(frame, nominal, i, size, pad):
 def _batched(frames, nominal, size, pads):
     sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
     plan = plan_crops(sizes, nominal, size, pads)
-    grid = np.empty((len(frames), 2 * size, 2 * size, 3), dtype=np.uint8)
+    grid = np.empty((len(frames), 3, 2 * size, 2 * size), dtype=np.uint8)
     gather_grid(frames, plan, grid)
     crops = resample(torch.from_numpy(grid), torch.from_numpy(plan.params), size, torch.float32)
     return crops, plan.realised
@@ -69,7 +69,7 @@ def test_bf16_output_is_the_rounded_fp32_crop():
     frame = rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
     nominal = siamfc_transform(np.array([[40.0, 30.0, 90.0, 80.0]]), 4.0, 56)
     plan = plan_crops(np.array([[160.0, 120.0]]), nominal, 56, np.zeros((1, 3), np.float32))
-    grid = np.empty((1, 112, 112, 3), dtype=np.uint8)
+    grid = np.empty((1, 3, 112, 112), dtype=np.uint8)
     gather_grid([frame], plan, grid)
     params = torch.from_numpy(plan.params)
     fp32 = resample(torch.from_numpy(grid), params, 56, torch.float32)
