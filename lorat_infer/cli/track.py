@@ -118,7 +118,7 @@ def track(args: argparse.Namespace) -> dict[str, float] | None:
             scores.append(score)
             if writer:
                 gt_box = gt[i] if gt is not None and i < len(gt) else None
-                writer.write(draw_box(frame, result, score, gt_box, frame_index=i + 1))
+                writer.write(draw_box(frame, result, score, gt_box, frame_index=i))
             bar.update(1)
         bar.close()
     finally:

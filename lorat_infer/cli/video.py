@@ -90,13 +90,14 @@ class VideoWriter:
         self.close()
 
 
-PRED_COLOR = (255, 40, 40)
-GT_COLOR = (40, 220, 40)
+PRED_COLOR = (0, 255, 0)  # the prediction is green in lorat-track, lorat-client and the web console
+GT_COLOR = (40, 140, 255)
 
 
 def draw_box(frame: np.ndarray, box_xywh: np.ndarray, score: float | None = None,
              gt_xywh: np.ndarray | None = None, frame_index: int | None = None) -> np.ndarray:
-    """A copy of `frame` with the predicted box (red) and its score, and the ground truth (green) if given."""
+    """A copy of `frame` with the predicted box (green) and its score, and the ground truth (blue) if given;
+    `frame_index` counts from 0, like the API's frame numbers."""
     img = Image.fromarray(frame)
     draw = ImageDraw.Draw(img)
     width = max(2, round(min(frame.shape[:2]) / 160))
