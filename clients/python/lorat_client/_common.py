@@ -180,3 +180,62 @@ def start_request(
 
 def now() -> float:
     return time.time()
+
+
+FINAL = (pb.STOPPED, pb.FAILED)
+
+
+class WatchState:
+    """What `watch()` has yielded, across reconnects.
+
+    Each result is yielded once: a result counts as a repeat when its track already gave a later frame,
+    or the same frame with the same status (the final STOPPED result carries the number of the track's
+    last frame, so the frame number alone is not enough). A watch of named tracks ends once each of them
+    has sent its final result (STOPPED or FAILED); a watch of all tracks never ends by itself.
+    """
+
+    def __init__(self, track_ids: Sequence[str], from_frame: int) -> None:
+        self.ids = list(track_ids)
+        self.from_frame = from_frame
+        self._last: dict[str, tuple[int, set[int]]] = {}
+        self.ended: set[str] = set()
+
+    @property
+    def done(self) -> bool:
+        return bool(self.ids) and set(self.ids) <= self.ended
+
+    def request(self, current: Mapping[str, pb.TrackInfo]) -> pb.WatchTracksRequest:
+        """The next (re)connect: replay from the earliest frame a watched track is at (its own last one,
+        or the server's current one from GetTrack), so that a final result published meanwhile is not
+        missed. The caller's from_frame holds for tracks that have given nothing yet."""
+        starts = []
+        for tid in self.ids:
+            if tid in self._last:
+                starts.append(self._last[tid][0])
+            elif self.from_frame:
+                starts.append(self.from_frame)
+            elif tid in current and current[tid].HasField("last_result"):
+                starts.append(int(current[tid].last_result.frame_number))
+        start = min(starts) if starts and self.ids else self.from_frame
+        return pb.WatchTracksRequest(track_ids=self.ids, from_frame=max(start, 0))
+
+    def accept(self, m: pb.TrackResult) -> bool:
+        frame, statuses = self._last.get(m.track_id, (-1, set()))
+        if m.frame_number < frame or (m.frame_number == frame and m.status in statuses):
+            return False
+        if m.frame_number > frame:
+            statuses = set()
+        statuses.add(m.status)
+        self._last[m.track_id] = (int(m.frame_number), statuses)
+        if m.status in FINAL:
+            self.ended.add(m.track_id)
+        return True
+
+    def final_from_info(self, info: pb.TrackInfo) -> pb.TrackResult | None:
+        """A track that had ended before the watch began: its final result, from GetTrack."""
+        if info.status not in FINAL or info.track_id in self.ended:
+            return None
+        last = info.last_result
+        result = pb.TrackResult(track_id=info.track_id, frame_number=last.frame_number, box=last.box,
+                                status=info.status, message=info.message, model_id=info.model_id)
+        return result if self.accept(result) else None

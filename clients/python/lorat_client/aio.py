@@ -148,22 +148,33 @@ class AsyncClient:
     async def watch(
         self, track_ids: Sequence[str] | str | None = None, *, from_frame: int = 0, reconnect: bool = True,
     ) -> AsyncIterator[TrackResult]:
-        """Like `Client.watch`: replay from ``from_frame``, follow live, reconnect on UNAVAILABLE."""
+        """Like `Client.watch`: replay from ``from_frame``, follow live, yield the final STOPPED/FAILED
+        results and end when the named tracks have ended, reconnect on UNAVAILABLE."""
         ids = [track_ids] if isinstance(track_ids, str) else list(track_ids or [])
-        seen: dict[str, int] = {}
+        state = c.WatchState(ids, from_frame)
         attempt = 1
-        while True:
-            resume = from_frame
-            if len(ids) == 1 and ids[0] in seen:
-                resume = seen[ids[0]] + 1
-            request = pb.WatchTracksRequest(track_ids=ids, from_frame=resume)
+        while not state.done:
             try:
-                async for m in self._stub.WatchTracks(request, metadata=self.metadata):
+                current = {}
+                for tid in ids:
+                    if tid not in state.ended:
+                        try:
+                            current[tid] = await self._call(self._stub.GetTrack, pb.GetTrackRequest(track_id=tid))
+                        except LoratError:
+                            continue  # held by another server, or unknown here: the watch still follows it
+                        final = state.final_from_info(current[tid])
+                        if final is not None:
+                            yield TrackResult.from_proto(final)
+                if state.done:
+                    return
+                call = self._stub.WatchTracks(state.request(current), metadata=self.metadata)
+                async for m in call:
                     attempt = 1
-                    if m.frame_number <= seen.get(m.track_id, -1):
-                        continue
-                    seen[m.track_id] = m.frame_number
-                    yield TrackResult.from_proto(m)
+                    if state.accept(m):
+                        yield TrackResult.from_proto(m)
+                    if state.done:
+                        call.cancel()
+                        return
                 return
             except grpc.RpcError as err:
                 if not (reconnect and self.retry.should_retry(err, attempt)):

@@ -1,6 +1,6 @@
 """``lorat-client track FILE_OR_URL --box x,y,w,h``: follow an object through a video file or a camera.
 
-A file is decoded here (needs ``pip install 'lorat-client[video]'`` for PyAV) and its frames pushed over
+A file is decoded here (needs PyAV: ``pip install './clients/python[video]'`` from a clone) and its frames pushed over
 one bidirectional stream; an rtsp:// URL is handed to the server, which pulls it, and its results are
 watched. Results go to a CSV file, optionally a video with the boxes drawn, and a progress line on stderr.
 """
@@ -83,7 +83,8 @@ def _need_av() -> Any:
     try:
         import av
     except ImportError:
-        sys.exit("reading or rendering video needs PyAV: pip install 'lorat-client[video]'")
+        sys.exit("reading or rendering video needs PyAV: pip install av (or, from a clone of the repository, "
+                 "pip install './clients/python[video]')")
     return av
 
 
@@ -150,6 +151,8 @@ def track_file(client: Client, args: argparse.Namespace, out: IO[str]) -> int:
         first, first_pts = next(frames)
     except StopIteration:
         sys.exit(f"{args.source}: no video frames")
+    # every_frame: a file is pushed as fast as the server takes it; `latest` (for live cameras) would
+    # supersede most of its frames.
     started = client.start_track(first, args.box, track_id=args.track_id, model=args.model,
                                  overload="every_frame", pts=first_pts)
     renderer = Renderer(args.render, first.shape[1], first.shape[0], fps) if args.render else None
@@ -198,7 +201,7 @@ def track_url(client: Client, args: argparse.Namespace, out: IO[str]) -> int:
     try:
         for result in client.watch(started.track_id):
             out.write(csv_line(result))
-            if result.status in ("TRACKING", "DROPPED"):
+            if result.status in ("TRACKING", "LOST", "DROPPED"):
                 progress.update()
                 count += 1
             if result.status in ("STOPPED", "FAILED"):

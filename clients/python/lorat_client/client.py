@@ -101,7 +101,10 @@ class Client:
         """Start a track on an RTSP URL (the server pulls it) or from a first frame (then ``push``).
 
         ``source``: "rtsp://..." | HxWx3 uint8 array (RGB; "bgr" via pixel_format) | JPEG/PNG bytes.
-        ``overload``: latest | fifo | every_frame (see the server's README).
+        ``overload``: what the server does when frames arrive faster than it tracks them. ``latest`` (the
+        default) keeps only the newest waiting frame: right for a live camera, where a late box is worth
+        less than a current one. Frames of a file are not live: pass ``every_frame`` (the pusher waits
+        instead of frames being dropped), or ``latest`` will skip most of a file pushed at full speed.
         """
         req = c.start_request(
             source, box, track_id=track_id, model=model, overload=overload, max_frame_age=max_frame_age,
@@ -133,7 +136,9 @@ class Client:
         self, track_id: str, frames: Iterable[Frame], *, pixel_format: str = "rgb", h264: bool = False,
     ) -> Iterator[TrackResult]:
         """High-rate pushing over one bidirectional stream: frames in, results (and drops) out in order.
-        Frame i gets pts=i unless frames yields (frame, pts) pairs."""
+        Frame i gets pts=i unless frames yields (frame, pts) pairs. Frames are pushed as fast as the
+        stream takes them: for a file, start the track with ``overload="every_frame"`` so none is
+        superseded (see ``start_track``)."""
 
         def requests() -> Iterator[pb.PushFrameRequest]:
             for i, item in enumerate(frames):
@@ -151,23 +156,34 @@ class Client:
         self, track_ids: Sequence[str] | str | None = None, *, from_frame: int = 0, reconnect: bool = True,
     ) -> Iterator[TrackResult]:
         """Results as they are published (all tracks when ``track_ids`` is empty), replaying held results
-        with frame_number >= from_frame first. On UNAVAILABLE it reconnects with backoff, resuming after
-        the last frame seen (single-track watches) and skipping repeats."""
+        with frame_number >= from_frame first. A watch of named tracks yields their final STOPPED or
+        FAILED result and ends when all of them have ended (at once for tracks that had already ended).
+        On UNAVAILABLE it reconnects with backoff, skipping results it already yielded."""
         ids = [track_ids] if isinstance(track_ids, str) else list(track_ids or [])
-        seen: dict[str, int] = {}
+        state = c.WatchState(ids, from_frame)
         attempt = 1
-        while True:
-            resume = from_frame
-            if len(ids) == 1 and ids[0] in seen:
-                resume = seen[ids[0]] + 1
-            req = pb.WatchTracksRequest(track_ids=ids, from_frame=resume)
+        while not state.done:
             try:
-                for m in self._stub.WatchTracks(req, metadata=self.metadata):
+                current = {}
+                for tid in ids:
+                    if tid not in state.ended:
+                        try:
+                            current[tid] = self._call(self._stub.GetTrack, pb.GetTrackRequest(track_id=tid))
+                        except LoratError:
+                            continue  # held by another server, or unknown here: the watch still follows it
+                        final = state.final_from_info(current[tid])
+                        if final is not None:
+                            yield TrackResult.from_proto(final)
+                if state.done:
+                    return
+                call = self._stub.WatchTracks(state.request(current), metadata=self.metadata)
+                for m in call:
                     attempt = 1
-                    if m.frame_number <= seen.get(m.track_id, -1):
-                        continue
-                    seen[m.track_id] = m.frame_number
-                    yield TrackResult.from_proto(m)
+                    if state.accept(m):
+                        yield TrackResult.from_proto(m)
+                    if state.done:
+                        call.cancel()
+                        return
                 return
             except grpc.RpcError as err:
                 if not (reconnect and self.retry.should_retry(err, attempt)):

@@ -55,7 +55,8 @@ def _time(ts: Any) -> float | None:
 
 @dataclass(frozen=True)
 class TrackResult:
-    """One frame's outcome. ``status``: TRACKING, DROPPED, CONNECTING, RECONNECTING, STOPPED, FAILED."""
+    """One frame's outcome. ``status``: TRACKING, LOST (a box, but the confidence stayed below the server's
+    --lost-confidence for --lost-frames frames), DROPPED, CONNECTING, RECONNECTING, MOVED, STOPPED, FAILED."""
 
     track_id: str
     frame_number: int

@@ -55,7 +55,7 @@ class ServerProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.python, "-m", "server", "--grpc-port", str(self.port), "--metrics-port", "-1",
-                 "--checkpoint", str(self.checkpoint), "--max-batch-wait-ms", "2"],
+                 "--http-port", "-1", "--checkpoint", str(self.checkpoint), "--max-batch-wait-ms", "2"],
                 cwd=REPO, env=self.env, stdout=log, stderr=log,
             )
 

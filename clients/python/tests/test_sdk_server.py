@@ -187,3 +187,30 @@ def test_cli_tracks_a_video_file(server_address: str, tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "lorat_client.cli", "track", str(tmp_path / "missing.mp4"),
                           "--box", "1,2,3,4", "--server", server_address], capture_output=True, text=True)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_watch_yields_the_final_stopped_result_and_ends(server_address: str, square) -> None:
+    """watch() of a track ends once the track stops, after yielding its STOPPED result (whose frame
+    number repeats the last frame's); a watch of a track that had already stopped ends at once."""
+    frames, boxes = square
+    with Client(server_address) as client:
+        tid = client.start_track(frames[0], boxes[0], overload="every_frame").track_id
+        got: list = []
+        watcher = threading.Thread(target=lambda: got.extend(client.watch(tid)), daemon=True)
+        watcher.start()
+        time.sleep(0.5)  # the watch is subscribed (if not, it replays from the current frame anyway)
+        for f in frames[1:4]:
+            client.push(tid, f)
+        client.stop(tid)
+        watcher.join(30)
+        assert not watcher.is_alive(), "watch() did not end after its track stopped"
+        assert got[-1].status == "STOPPED" and got[-1].frame_number == 3
+        assert [r.frame_number for r in got if r.status == "TRACKING"][-1] == 3
+        again = list(client.watch(tid))  # already stopped: its final result, then the end
+        assert [(r.status, r.frame_number) for r in again] == [("STOPPED", 3)]
+
+    async def run() -> list:
+        async with AsyncClient(server_address) as aclient:
+            return [r async for r in aclient.watch(tid)]
+
+    assert [r.status for r in asyncio.run(run())] == ["STOPPED"]
