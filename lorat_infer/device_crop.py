@@ -15,6 +15,8 @@ a whole batch at once and without converting source regions to float:
 
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,13 +94,27 @@ def plan_crops(sizes_wh: np.ndarray, nominal: CropTransform, size: int, pad_colo
                     params=params)
 
 
-def gather_grid(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray) -> None:
+def gather_grid(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray,
+                pool: Executor | None = None, workers: int = 1) -> None:
     """Copy each track's sampled pixels into `out` (N, 3, 2S, 2S) uint8, channel planes, taps in blocks:
     out[c, a * S + y, b * S + x] is channel c of source pixel (rows[y, a], cols[x, b]). Only these bytes
-    are read from the (possibly huge) frame."""
+    are read from the (possibly huge) frame. With a `pool`, tracks are split over `workers` threads
+    (numpy's take releases the GIL)."""
+    n = len(frames)
+    if pool is None or workers < 2 or n < 2:
+        _gather_range(frames, plan, out, 0, n)
+        return
+    bounds = np.linspace(0, n, min(workers, n) + 1).astype(int)
+    jobs = [pool.submit(_gather_range, frames, plan, out, lo, hi) for lo, hi in itertools.pairwise(bounds)]
+    for job in jobs:
+        job.result()
+
+
+def _gather_range(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, lo: int, hi: int) -> None:
     s2 = 2 * plan.size
     index = np.empty((s2, s2), dtype=np.int64)
-    for i, frame in enumerate(frames):
+    for i in range(lo, hi):
+        frame = frames[i]
         if not frame.flags.c_contiguous:
             frame = np.ascontiguousarray(frame)
         flat = frame.reshape(-1)
@@ -107,6 +123,17 @@ def gather_grid(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray) -> No
         np.add(row_off[:, None], col_off[None, :], out=index)
         for c in range(3):
             np.take(flat[c:], index, out=out[i, c], mode="clip")
+
+
+def mean_colors(frames: list[np.ndarray]) -> np.ndarray:
+    """(N, 3) float32 per-channel means (0..255) of uint8 frames: the padding colour of a track's crops.
+
+    Exact integer sums in numpy: works on read-only frames (decoded buffers) without torch's warning."""
+    out = np.empty((len(frames), 3), dtype=np.float32)
+    for i, frame in enumerate(frames):
+        pixels = frame.shape[0] * frame.shape[1]
+        out[i] = frame.reshape(-1, 3).sum(axis=0, dtype=np.int64) / pixels
+    return out
 
 
 def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from .crop import CropTransform, clip_boxes, frame_mean_color, xywh_to_xyxy, xyxy_to_xywh
-from .device_crop import gather_grid, param_width, plan_crops, resample
+from .crop import CropTransform, clip_boxes, xywh_to_xyxy, xyxy_to_xywh
+from .device_crop import gather_grid, mean_colors, param_width, plan_crops, resample
 from .family import FrameBatch, HostCrops, ModelFamily, StepArrays, TrackState, family_for
 from .precision import PRECISIONS, resolve_precision
 from .runner import StepRunner
@@ -153,6 +155,10 @@ class TrackingEngine:
             self.family.set_params(**params)
         self.family.bind(self.device, self.dtype)
         on_cuda = self.device.type == "cuda"
+        # Host threads gathering crop pixels (numpy releases the GIL); as many as torch's intra-op threads.
+        self._gather_workers = max(1, min(torch.get_num_threads(), os.cpu_count() or 1, 8))
+        self._gather_pool = (ThreadPoolExecutor(self._gather_workers, thread_name_prefix="lorat-gather")
+                             if self._gather_workers > 1 else None)
         self.runner = StepRunner(
             self.family.device_step if self.family.crops_on_host else self._device_step, self.device,
             compile=on_cuda if compile is None else compile,
@@ -179,8 +185,7 @@ class TrackingEngine:
         return FrameBatch(list(frames), sizes)
 
     def mean_colors(self, batch: FrameBatch) -> np.ndarray:
-        return np.stack([frame_mean_color(torch.from_numpy(np.ascontiguousarray(f))).numpy()
-                         for f in batch.frames]).astype(np.float32)
+        return mean_colors(batch.frames)
 
     def crop(self, batch: FrameBatch, nominal: CropTransform, size: int, pad_colors: np.ndarray,
              index: Sequence[int] | None = None) -> tuple[torch.Tensor, CropTransform]:
@@ -198,7 +203,7 @@ class TrackingEngine:
         plan = plan_crops(sizes, nominal, size, pad_colors)
         grid = self.runner.staging((rows, 3, 2 * size, 2 * size), torch.uint8)
         params = self.runner.staging((rows, param_width(size)), torch.float32)
-        gather_grid(frames, plan, grid.numpy())
+        gather_grid(frames, plan, grid.numpy(), self._gather_pool, self._gather_workers)
         params_np = params.numpy()
         params_np[:n] = plan.params
         if rows > n:

@@ -1,5 +1,7 @@
 """The batched engine gives the single Tracker's boxes; bad input is refused clearly."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,58 @@ def test_bf16_weights_stay_close_to_fp32_and_leave_the_callers_model_alone(model
 def test_track_before_initialize_is_an_error(model):
     with pytest.raises(RuntimeError, match="initialize"):
         Tracker(model).track(np.zeros((10, 10, 3), dtype=np.uint8))
+
+
+def test_read_only_frames_track_without_warnings(model):
+    seq = generate_sequence(10, 3)
+    frames = []
+    for f in seq.frames:  # decoded frames are often read-only views of a byte buffer
+        ro = np.frombuffer(f.tobytes(), dtype=np.uint8).reshape(f.shape)
+        assert not ro.flags.writeable
+        frames.append(ro)
+    engine = TrackingEngine(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (state,) = engine.initialize([frames[0]], [seq.boxes[0]])
+        engine.step([state], [frames[1]])
+
+
+@pytest.mark.parametrize("box", [[1000.0, np.float64(1000.0), 10, 10], np.array([1e3, 1e3, 10.0, 10.0]),
+                                 [np.nan, 1, 2, 3], [1, 2, 3]])
+def test_refusals_show_plain_numbers(model, box):
+    frame = np.zeros((100, 120, 3), dtype=np.uint8)
+    with pytest.raises(InvalidInput) as err:
+        TrackingEngine(model).initialize([frame], [box])
+    message = str(err.value)
+    assert "np." not in message and "float64" not in message and "array(" not in message, message
+
+
+def test_padding_a_batch_to_its_bucket_changes_nothing(model):
+    """CUDA graphs and compiled kernels pad a batch to its bucket (1, 2, 4, ...): the padded rows must not
+    leak into the real ones. Checked on the CPU by forcing the padding."""
+    seqs = [generate_sequence(seed, 3) for seed in (11, 12, 13)]
+    plain = TrackingEngine(model, precision="fp32")
+    padded = TrackingEngine(model, precision="fp32")
+    padded.runner.bucket = lambda n: 8  # type: ignore[method-assign]
+    results = []
+    for engine in (plain, padded):
+        states = engine.initialize([s.frames[0] for s in seqs], [s.boxes[0] for s in seqs])
+        for t in (1, 2):
+            states, arrays = engine.step_arrays(states, [s.frames[t] for s in seqs])
+        results.append(arrays)
+    np.testing.assert_allclose(results[0].boxes_xyxy, results[1].boxes_xyxy, atol=1e-4)
+    np.testing.assert_allclose(results[0].scores, results[1].scores, atol=1e-5)
+
+
+def test_step_arrays_and_step_agree_and_cuda_paths_stay_off_on_cpu(model):
+    engine = TrackingEngine(model, precision="fp32")
+    assert engine.max_in_flight == 1 and not engine.runner.graphs and not engine.runner.compiled
+    seq = generate_sequence(14, 2)
+    states = engine.initialize([seq.frames[0]] * 2, [seq.boxes[0]] * 2)
+    new_states, arrays = engine.step_arrays(states, [seq.frames[1]] * 2)
+    pairs = engine.step(states, [seq.frames[1]] * 2)
+    assert arrays.boxes_xyxy.shape == (2, 4) and arrays.scores.shape == (2,) and arrays.updated.dtype == bool
+    for i, (state, result) in enumerate(pairs):
+        np.testing.assert_array_equal(result.box_xyxy, arrays.boxes_xyxy[i])
+        np.testing.assert_array_equal(state.box_xyxy, new_states[i].box_xyxy)
+        assert result.score == arrays.scores[i]
