@@ -7,3 +7,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Servers the tests start keep the web console off unless a test asks for it (--http-port wins over this):
 # several servers at once must not race for the default port 8080.
 os.environ.setdefault("LORAT_HTTP_PORT", "-1")
+
+
+def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
+    """Under `make test` (LORAT_NO_SKIPS=1) a skipped test fails the run: the suite must run whole."""
+    if os.environ.get("LORAT_NO_SKIPS") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped and session.exitstatus == 0:
+        session.exitstatus = 1
+        reporter.write_line(f"FAILED: {len(skipped)} test(s) skipped (reasons above); make test runs the whole "
+                            "suite: install what they need with .ci/system-deps", red=True, bold=True)
