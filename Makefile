@@ -31,6 +31,7 @@ run: venv
 # failed (make would otherwise stop there), and the exit status is the first failure's.
 test: venv
 	.ci/system-deps
+	.ci/pip-check
 	$(BIN)/ruff check .
 	status=0; \
 	LORAT_NO_SKIPS=1 $(BIN)/python -m pytest -q tests || status=$$?; \
