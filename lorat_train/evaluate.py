@@ -9,15 +9,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch import nn
 
 from lorat_infer.eval.metrics import evaluate_sequence
 from lorat_infer.eval.runner import run_sequences
 
 
-def evaluate_auc(model: nn.Module, sequences: Sequence, precision: str = "fp32", batch_size: int = 32) -> float:
+def evaluate_auc(model: nn.Module, sequences: Sequence, precision: str = "fp32", batch_size: int = 32,
+                 device: str | torch.device | None = None, max_frames: int | None = None) -> float:
     """Mean success AUC of `model` over `sequences` (the model is left in eval mode)."""
-    runs = run_sequences(model, sequences, batch_size=batch_size, device="cpu", precision=precision)
+    if device is None:
+        device = next(model.parameters()).device
+    runs = run_sequences(model, sequences, batch_size=batch_size, device=str(device), precision=precision,
+                         max_frames=max_frames or None)
     return float(np.mean([r.metrics.auc for r in runs if r.metrics is not None]))
 
 

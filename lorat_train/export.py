@@ -28,7 +28,10 @@ ADAPTER_PREFIXES = ("token_type_embed", "head.")
 
 def merged_copy(model: LoRAT) -> LoRAT:
     """An eval-mode copy with every adapter folded in (the training model is left untouched)."""
-    return merge_lora(copy.deepcopy(model)).eval()
+    out = copy.deepcopy(model)
+    for block in out.blocks:  # drop training-only forward wrappers (activation checkpointing)
+        block.__dict__.pop("forward", None)
+    return merge_lora(out).eval()
 
 
 def export_merged(model: LoRAT, path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
@@ -62,13 +65,24 @@ def release_state(model: LoRAT, lora: LoRAOptions | None) -> tuple[dict[str, tor
     return backbone, adapter
 
 
-def export_release(model: LoRAT, out_dir: str | Path, lora: LoRAOptions | None) -> tuple[Path, Path, Path]:
-    """Write `backbone.pth`, `adapter.bin` (safetensors content, as the authors name it) and `config.json`."""
+def export_release(model: LoRAT, out_dir: str | Path, lora: LoRAOptions | None, write_backbone: bool = True,
+                   backbone_source: str = "") -> tuple[Path | None, Path, Path]:
+    """Write `adapter.bin` (safetensors content, as the authors name it), `config.json` and, unless the run
+    started from a Meta-format backbone it did not change (`write_backbone=False`), `backbone.pth`.
+
+    `config.json` holds the LoRATConfig fields; `backbone_source` (the file to pair the adapter with) is
+    written beside it as `backbone.txt`, so `config.json` stays `LoRATConfig.from_dict`-able.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     backbone, adapter = release_state(model, lora)
-    backbone_path, adapter_path = out_dir / "backbone.pth", out_dir / "adapter.bin"
-    torch.save(backbone, backbone_path)
+    adapter_path = out_dir / "adapter.bin"
+    backbone_path: Path | None = None
+    if write_backbone:
+        backbone_path = out_dir / "backbone.pth"
+        torch.save(backbone, backbone_path)
+    elif backbone_source:
+        (out_dir / "backbone.txt").write_text(str(Path(backbone_source).resolve()) + "\n")
     save_file(adapter, str(adapter_path))
     config_path = out_dir / "config.json"
     config_path.write_text(json.dumps(model.config.to_dict(), indent=2))

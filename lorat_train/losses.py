@@ -1,8 +1,10 @@
-"""IoU-aware classification (BCE against the IoU of each cell's own box) plus GIoU and L1 box losses.
+"""IoU-aware classification (BCE against the IoU of each cell's own box) plus GIoU (and optional L1) box losses.
 
-The score target of a cell inside the ground-truth box is the IoU between the box that cell predicts and
-the ground truth (detached), 0 elsewhere: the classifier learns to rank cells by box quality, which is what
-the tracker's argmax needs (varifocal / IoU-aware classification, as in the authors' training).
+The score target of a positive cell is the IoU between the box that cell predicts and the ground truth
+(detached), 0 elsewhere: the classifier learns to rank cells by box quality, which is what the tracker's
+argmax needs. The authors' criterion (`box_with_score_map`): BCE summed over all cells / number of
+positives, GIoU on the positives / number of positives, weights 1 and 1, positives = every cell the
+rasterised box covers; under DDP the number of positives is averaged over the ranks (`reduce_mean_`).
 """
 
 from __future__ import annotations
@@ -42,18 +44,41 @@ def positive_cells(gt: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return inside
 
 
-def tracking_loss(score_map: torch.Tensor, boxes: torch.Tensor, gt: torch.Tensor,
-                  weights: LossOptions) -> dict[str, torch.Tensor]:
-    """score_map (B,H,W) logits, boxes (B,H,W,4) normalised xyxy, gt (B,4) normalised xyxy."""
+def rasterized_cells(gt: torch.Tensor, grid: tuple[int, int], eps: float = 1e-4) -> torch.Tensor:
+    """(B, H, W) bool: every cell the box covers (positive_sample_assignment: floor(x1), floor(x2 + 1 - eps),
+    end-exclusive, on the box scaled to the response map)."""
+    h, w = grid
+    scale = gt.new_tensor([w, h, w, h])
+    cells = gt * scale
+    cells = torch.cat([cells[:, :2].floor(), (cells[:, 2:] + 1 - eps).floor()], dim=1)
+    cells = torch.minimum(cells.clamp(min=0), scale)
+    ys = torch.arange(h, dtype=gt.dtype, device=gt.device).view(1, h, 1)
+    xs = torch.arange(w, dtype=gt.dtype, device=gt.device).view(1, 1, w)
+    x1, y1, x2, y2 = (cells[:, i].view(-1, 1, 1) for i in range(4))
+    return (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)
+
+
+def positives(gt: torch.Tensor, grid: tuple[int, int], weights: LossOptions) -> torch.Tensor:
+    return rasterized_cells(gt, grid) if weights.positives == "rasterized" else positive_cells(gt, grid)
+
+
+def tracking_loss(score_map: torch.Tensor, boxes: torch.Tensor, gt: torch.Tensor, weights: LossOptions,
+                  num_pos: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """score_map (B,H,W) logits, boxes (B,H,W,4) normalised xyxy, gt (B,4) normalised xyxy.
+
+    `num_pos`: the normaliser when it is not this batch's own count of positives: the mean count over the
+    DDP ranks (the authors' `reduce_mean_`) and over accumulation micro-steps, so that N ranks equal one
+    process accumulating N micro-steps.
+    """
     score_map, boxes, gt = score_map.float(), boxes.float(), gt.float()
     b, h, w = score_map.shape
-    pos = positive_cells(gt, (h, w))
-    num_pos = pos.sum().clamp(min=1).float()
+    pos = positives(gt, (h, w), weights)
+    num_pos = (pos.sum().float() if num_pos is None else num_pos.to(score_map.device).float()).clamp(min=1)
     iou, giou = box_iou_giou(boxes, gt.view(b, 1, 1, 4).expand_as(boxes))
     target = torch.where(pos, iou.detach().clamp(min=0), torch.zeros_like(iou))
     cls = F.binary_cross_entropy_with_logits(score_map, target, reduction="sum") / num_pos
     giou_loss = ((1 - giou) * pos).sum() / num_pos
     l1 = ((boxes - gt.view(b, 1, 1, 4)).abs().sum(-1) * pos).sum() / num_pos
-    total = weights.cls * cls + weights.giou * giou_loss + weights.l1 * l1
-    mean_iou = (iou.detach() * pos).sum() / num_pos
+    total = weights.cls * cls + weights.giou * giou_loss + (weights.l1 * l1 if weights.l1 else 0.0)
+    mean_iou = (iou.detach() * pos).sum() / pos.sum().clamp(min=1)
     return {"loss": total, "cls": cls.detach(), "giou": giou_loss.detach(), "l1": l1.detach(), "iou": mean_iou}

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from lorat_infer import LoRATConfig, build_model
-from lorat_train.config import DataOptions, JitterOptions, OptimOptions, SourceOptions, config_from_dict
+from lorat_train.config import DataOptions, JitterOptions, OptimOptions, SourceOptions, config_from_dict, total_steps
 from lorat_train.data import PairSampler, SyntheticPool, jitter_box
-from lorat_train.losses import LossOptions, box_iou_giou, positive_cells, tracking_loss
-from lorat_train.optim import lr_at, param_groups
+from lorat_train.footage import DataError
+from lorat_train.losses import LossOptions, box_iou_giou, positive_cells, rasterized_cells, tracking_loss
+from lorat_train.optim import LEGACY_NO_DECAY_NAMES, lr_at, param_groups
 
 
 def test_iou_and_giou():
@@ -20,6 +21,17 @@ def test_iou_and_giou():
     assert giou.item() == pytest.approx(1 / 3)
     iou, giou = box_iou_giou(a, torch.tensor([[3.0, 0.0, 4.0, 2.0]]))
     assert iou.item() == 0 and giou.item() == pytest.approx(0 - (8 - 6) / 8)
+
+
+def test_rasterized_positives_are_every_covered_cell():
+    # the authors' positive_sample_assignment: floor(x1 * W), floor(x2 * W + 1 - 1e-4), end-exclusive
+    pos = rasterized_cells(torch.tensor([[0.25, 0.25, 0.75, 0.5], [0.40, 0.40, 0.41, 0.41], [0.3, 0.1, 0.6, 0.3]]),
+                           (4, 4))
+    assert pos[0].nonzero().tolist() == [[1, 1], [1, 2]]
+    assert pos[1].nonzero().tolist() == [[1, 1]]
+    # x 1.2..2.4 -> cells 1, 2; y 0.4..1.2 -> rows 0, 1 (a cell touched by the box is positive)
+    assert pos[2].nonzero().tolist() == [[0, 1], [0, 2], [1, 1], [1, 2]]
+    assert positive_cells(torch.tensor([[0.3, 0.1, 0.6, 0.3]]), (4, 4))[0].nonzero().tolist() == [[0, 1]]
 
 
 def test_positive_cells_cover_the_box_and_its_centre():
@@ -40,8 +52,22 @@ def test_score_target_is_the_iou_of_each_cells_box():
     assert better["cls"] < perfect["cls"]
 
 
-def test_warmup_then_cosine():
-    o = OptimOptions(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+def test_authors_schedule_is_timm_cosine_with_warmup_prefix():
+    # run.yaml: lr 1e-4, warmup_lr 1e-7 over 2 epochs, cosine (per iteration) to 1e-6 over all 170 epochs
+    o = OptimOptions()
+    assert total_steps(o) == 170 * 1024 and o.batch_size == 128
+    warm = 2 * 1024
+    assert lr_at(0, o) == pytest.approx(1e-7)
+    assert lr_at(warm // 2, o) == pytest.approx(1e-7 + 0.5 * (1e-4 - 1e-7))
+    assert lr_at(warm, o) == pytest.approx(1e-4)
+    t = 50_000
+    assert lr_at(warm + t, o) == pytest.approx(1e-6 + 0.5 * (1e-4 - 1e-6) * (1 + np.cos(np.pi * t / total_steps(o))))
+    # warmup_prefix: the cosine runs over all steps after the warm-up, so it ends just above lr_min
+    assert 1e-6 < lr_at(total_steps(o) - 1, o) < 1.05e-6
+
+
+def test_legacy_warmup_then_cosine():
+    o = OptimOptions(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1, schedule="legacy")
     assert lr_at(0, o) == pytest.approx(0.1)
     assert lr_at(9, o) == pytest.approx(1.0)
     assert lr_at(55, o) == pytest.approx(0.55)
@@ -51,14 +77,18 @@ def test_warmup_then_cosine():
 
 def test_no_weight_decay_for_norms_biases_and_embeddings():
     model = build_model("tiny")
-    decay, no_decay = param_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
+    # the authors' rule: 1-D parameters and every name matching "embed"
+    decay, no_decay = param_groups(model, 0.1)
     no_decay_names = {names[id(p)] for p in no_decay["params"]}
     decay_names = {names[id(p)] for p in decay["params"]}
     assert {"token_type_embed", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias", "blocks.0.ls1.gamma",
-            "norm.weight"} <= no_decay_names
-    assert {"blocks.0.attn.qkv.weight", "head.cls_mlp.layers.0.weight", "patch_embed.proj.weight"} <= decay_names
-    assert no_decay["weight_decay"] == 0 and decay["weight_decay"] == 0.05
+            "norm.weight", "patch_embed.proj.weight"} <= no_decay_names
+    assert {"blocks.0.attn.qkv.weight", "head.cls_mlp.layers.0.weight"} <= decay_names
+    assert no_decay["weight_decay"] == 0 and decay["weight_decay"] == 0.1
+    # our earlier rule (default-stage configs) decays the patch embedding
+    decay, _ = param_groups(model, 0.05, LEGACY_NO_DECAY_NAMES)
+    assert "patch_embed.proj.weight" in {names[id(p)] for p in decay["params"]}
 
 
 def test_pool_sequence_ids_match_a_step_by_step_simulation():
@@ -125,5 +155,5 @@ def test_folder_sources_skip_absent_frames(tmp_path):
         batch = sampler.batch(0, 3)
         centres = (batch.target_boxes[:, :2] + batch.target_boxes[:, 2:]) / 2
         torch.testing.assert_close(centres, torch.full_like(centres, 0.5), atol=0.03, rtol=0)
-    with pytest.raises(Exception, match="no sequence folders"):
+    with pytest.raises(DataError, match="no such file or folder"):
         PairSampler(cfg, DataOptions(sources=[SourceOptions(type="lasot", root=str(tmp_path / "none"))]), 0)
