@@ -16,6 +16,7 @@ a whole batch at once and without converting source regions to float:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -95,25 +96,28 @@ def plan_crops(sizes_wh: np.ndarray, nominal: CropTransform, size: int, pad_colo
 
 
 def gather_grid(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray,
-                pool: Executor | None = None, workers: int = 1) -> None:
+                pool: Executor | None = None, workers: int = 1, skip: Collection[int] = ()) -> None:
     """Copy each track's sampled pixels into `out` (N, 3, 2S, 2S) uint8, channel planes, taps in blocks:
     out[c, a * S + y, b * S + x] is channel c of source pixel (rows[y, a], cols[x, b]). Only these bytes
     are read from the (possibly huge) frame. With a `pool`, tracks are split over `workers` threads
-    (numpy's take releases the GIL)."""
+    (numpy's take releases the GIL). Tracks in `skip` are left alone (their frames are on the device)."""
     n = len(frames)
     if pool is None or workers < 2 or n < 2:
-        _gather_range(frames, plan, out, 0, n)
+        _gather_range(frames, plan, out, 0, n, skip)
         return
     bounds = np.linspace(0, n, min(workers, n) + 1).astype(int)
-    jobs = [pool.submit(_gather_range, frames, plan, out, lo, hi) for lo, hi in itertools.pairwise(bounds)]
+    jobs = [pool.submit(_gather_range, frames, plan, out, lo, hi, skip) for lo, hi in itertools.pairwise(bounds)]
     for job in jobs:
         job.result()
 
 
-def _gather_range(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, lo: int, hi: int) -> None:
+def _gather_range(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, lo: int, hi: int,
+                  skip: Collection[int] = ()) -> None:
     s2 = 2 * plan.size
     index = np.empty((s2, s2), dtype=np.int64)
     for i in range(lo, hi):
+        if i in skip:
+            continue
         frame = frames[i]
         if not frame.flags.c_contiguous:
             frame = np.ascontiguousarray(frame)
@@ -123,6 +127,18 @@ def _gather_range(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, lo:
         np.add(row_off[:, None], col_off[None, :], out=index)
         for c in range(3):
             np.take(flat[c:], index, out=out[i, c], mode="clip")
+
+
+def gather_on_device(frame: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
+    """`gather_grid` for one (H, W, 3) uint8 frame already on the device (e.g. decoded by nvJPEG):
+    (3, 2S, 2S) uint8 on the frame's device. Only the two (S, 2) tap tables travel."""
+    s2 = rows.size
+    dev = frame.device
+    row_off = torch.from_numpy(np.ascontiguousarray(rows.T.reshape(s2)) * (frame.shape[1] * 3)).to(dev)
+    col_off = torch.from_numpy(np.ascontiguousarray(cols.T.reshape(s2)) * 3).to(dev)
+    index = row_off[:, None] + col_off[None, :]
+    channels = torch.arange(3, device=dev).view(3, 1, 1)
+    return frame.contiguous().view(-1)[index[None] + channels]
 
 
 def mean_colors(frames: list[np.ndarray]) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .crop import CropTransform, clip_boxes, xywh_to_xyxy, xyxy_to_xywh
-from .device_crop import gather_grid, mean_colors, param_width, plan_crops, resample
+from .device_crop import gather_grid, gather_on_device, mean_colors, param_width, plan_crops, resample
 from .family import FrameBatch, HostCrops, ModelFamily, StepArrays, TrackState, family_for
 from .precision import PRECISIONS, resolve_precision
 from .runner import StepRunner
@@ -50,11 +50,12 @@ class InvalidInput(ValueError):
     """A frame or box the engine cannot use; the message says which and why."""
 
 
-def check_frame(frame: np.ndarray) -> None:
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+def check_frame(frame: np.ndarray | torch.Tensor) -> None:
+    """An HxWx3 uint8 RGB numpy array, or (decoded on the GPU) a torch uint8 tensor of that shape."""
+    if not isinstance(frame, np.ndarray | torch.Tensor) or frame.ndim != 3 or frame.shape[2] != 3:
         shape = getattr(frame, "shape", None)
-        raise InvalidInput(f"frame must be an HxWx3 RGB array, got shape {shape}")
-    if frame.dtype != np.uint8:
+        raise InvalidInput(f"frame must be an HxWx3 RGB array, got shape {None if shape is None else tuple(shape)}")
+    if frame.dtype not in (np.uint8, torch.uint8):
         raise InvalidInput(f"frame must be uint8, got {frame.dtype}")
     if frame.shape[0] < 1 or frame.shape[1] < 1:
         raise InvalidInput(f"frame is empty: {tuple(frame.shape)}")
@@ -178,14 +179,36 @@ class TrackingEngine:
 
     # ---------------------------------------------------------------------------------------- inputs
 
-    def _batch(self, frames: Sequence[np.ndarray]) -> FrameBatch:
-        for frame in frames:
+    @property
+    def accepts_device_frames(self) -> bool:
+        """True when frames may be torch uint8 tensors on the engine's CUDA device (GPU-decoded): the
+        family's crops come from the engine's device gather."""
+        return self.device.type == "cuda" and not getattr(self.family, "crops_on_host", False)
+
+    def _batch(self, frames: Sequence[np.ndarray | torch.Tensor]) -> FrameBatch:
+        frames = list(frames)
+        for i, frame in enumerate(frames):
             check_frame(frame)
+            if isinstance(frame, torch.Tensor):
+                if frame.device.type == "cpu":
+                    frames[i] = frame.numpy()
+                elif not self.accepts_device_frames:
+                    frames[i] = frame.cpu().numpy()  # a family that crops on the host
+                elif frame.device != self.device:
+                    frames[i] = frame.to(self.device)
         sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64).reshape(-1, 2)
-        return FrameBatch(list(frames), sizes)
+        return FrameBatch(frames, sizes)
 
     def mean_colors(self, batch: FrameBatch) -> np.ndarray:
-        return mean_colors(batch.frames)
+        host = [i for i, f in enumerate(batch.frames) if isinstance(f, np.ndarray)]
+        out = np.empty((len(batch), 3), dtype=np.float32)
+        if host:
+            out[host] = mean_colors([batch.frames[i] for i in host])
+        for i, f in enumerate(batch.frames):
+            if not isinstance(f, np.ndarray):  # exact integer sums on the device, one small readback
+                sums = f.reshape(-1, 3).sum(dim=0, dtype=torch.int64).cpu().numpy()
+                out[i] = sums / (f.shape[0] * f.shape[1])
+        return out
 
     def crop(self, batch: FrameBatch, nominal: CropTransform, size: int, pad_colors: np.ndarray,
              index: Sequence[int] | None = None) -> tuple[torch.Tensor, CropTransform]:
@@ -203,13 +226,18 @@ class TrackingEngine:
         plan = plan_crops(sizes, nominal, size, pad_colors)
         grid = self.runner.staging((rows, 3, 2 * size, 2 * size), torch.uint8)
         params = self.runner.staging((rows, param_width(size)), torch.float32)
-        gather_grid(frames, plan, grid.numpy(), self._gather_pool, self._gather_workers)
+        on_device = [i for i, f in enumerate(frames) if not isinstance(f, np.ndarray)]
+        gather_grid(frames, plan, grid.numpy(), self._gather_pool, self._gather_workers,
+                    skip=set(on_device))
         params_np = params.numpy()
         params_np[:n] = plan.params
         if rows > n:
             grid.numpy()[n:] = 0
             params_np[n:] = 0
-        return self.runner.to_device(grid), self.runner.to_device(params), plan.realised
+        grid_dev = self.runner.to_device(grid)
+        for i in on_device:  # GPU-decoded frames: the same gather, on the device
+            grid_dev[i] = gather_on_device(frames[i], plan.rows[i], plan.cols[i])
+        return grid_dev, self.runner.to_device(params), plan.realised
 
     # ---------------------------------------------------------------------------------------- steps
 

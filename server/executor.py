@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
 from lorat_infer import TrackingEngine, TrackResult, TrackState
+
+_CPU = torch.device("cpu")
 
 
 class BatchExecutor:
@@ -39,6 +42,44 @@ class BatchExecutor:
             return pairs, time.perf_counter() - t0
 
         return await loop.run_in_executor(self._pool, run)
+
+    def engine_info(self) -> dict[str, str]:
+        """What the engine resolved (for the log and an info metric): device, family, weights dtype and
+        why, compile / CUDA graphs, steps in flight."""
+        e = self.engine
+        runner = getattr(e, "runner", None)
+        return {
+            "device": str(getattr(e, "device", "cpu")),
+            "family": str(getattr(getattr(e, "family", None), "name", "lorat")),
+            "precision": str(getattr(e, "precision", "fp32")),
+            "compile": str(bool(getattr(runner, "compiled", False))).lower(),
+            "cuda_graphs": str(bool(getattr(runner, "graphs", False))).lower(),
+            "max_in_flight": str(self.max_in_flight),
+        }
+
+    def register_metrics(self, registry: object) -> None:
+        """Export `engine_info()` as `lorat_engine_info{...} 1` in a prometheus_client registry."""
+        from prometheus_client import Gauge
+
+        info = self.engine_info()
+        gauge = Gauge("lorat_engine_info", "How the tracking engine runs (value 1; the labels say).",
+                      list(info), registry=registry)
+        gauge.labels(**info).set(1)
+
+    def jpeg_decoder(self) -> Callable[[bytes], object] | None:
+        """nvJPEG decoding into the engine's GPU memory when the engine can crop from device frames; None
+        means: decode on the CPU as before (the reason is logged once)."""
+        if not getattr(self.engine, "accepts_device_frames", False):
+            return None
+        from lorat_infer.hwdecode import jpeg_decoder
+
+        return jpeg_decoder(self.engine.device)
+
+    def video_hwaccel(self) -> object | None:
+        """A PyAV HWAccel for H.264 sources on the engine's CUDA device, or None (CPU decoding, logged)."""
+        from lorat_infer.hwdecode import video_hwaccel
+
+        return video_hwaccel(getattr(self.engine, "device", None) or _CPU)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)

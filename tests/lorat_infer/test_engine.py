@@ -190,3 +190,16 @@ def test_step_arrays_and_step_agree_and_cuda_paths_stay_off_on_cpu(model):
         np.testing.assert_array_equal(result.box_xyxy, arrays.boxes_xyxy[i])
         np.testing.assert_array_equal(state.box_xyxy, new_states[i].box_xyxy)
         assert result.score == arrays.scores[i]
+
+
+def test_torch_frames_on_the_cpu_track_like_numpy_frames(model):
+    seq = generate_sequence(15, 2)
+    engine = TrackingEngine(model, precision="fp32")
+    results = []
+    for convert in (lambda f: f, torch.from_numpy):
+        (state,) = engine.initialize([convert(seq.frames[0])], [seq.boxes[0]])
+        _, arrays = engine.step_arrays([state], [convert(seq.frames[1])])
+        results.append(arrays.boxes_xyxy)
+    np.testing.assert_array_equal(results[0], results[1])
+    with pytest.raises(InvalidInput, match="uint8"):
+        engine.initialize([torch.zeros(10, 10, 3)], [[1, 1, 2, 2]])
