@@ -68,9 +68,14 @@ def random_state_dict(config: MixFormerV2Config, seed: int = 0) -> OrderedDict[s
     return state
 
 
-def write_authors_checkpoint(path: Path, config: MixFormerV2Config, seed: int = 0) -> OrderedDict[str, torch.Tensor]:
-    """An authors'-layout `.pth.tar`: `{'net': state_dict}` plus pickled training objects beside it."""
+def write_authors_checkpoint(path: Path, config: MixFormerV2Config, seed: int = 0,
+                             overrides: dict[str, torch.Tensor] | None = None) -> OrderedDict[str, torch.Tensor]:
+    """An authors'-layout `.pth.tar`: `{'net': state_dict}` plus pickled training objects beside it.
+
+    `overrides` replaces entries (e.g. the score head's bias, so that scores cross 0.5 and the online
+    template rule has something to do)."""
     net = random_state_dict(config, seed)
+    net.update(overrides or {})
     with _authors_modules() as cls:
         settings = cls["Settings"]()
         env = cls["EnvironmentSettings"]()
