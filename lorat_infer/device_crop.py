@@ -152,10 +152,19 @@ def mean_colors(frames: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+_NORM: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    return 1.0 / (255.0 * std), -mean / std  # x_norm = x * a + b
+    """(a, b) with x_norm = x * a + b, shaped (1, 3, 1, 1), cached per device."""
+    cached = _NORM.get(device)
+    if cached is None:
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
+        a, b = (1.0 / (255.0 * std)).float(), (-mean / std).float()
+        cached = (a.view(1, 3, 1, 1).to(device), b.view(1, 3, 1, 1).to(device))
+        _NORM[device] = cached
+    return cached
 
 
 def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.dtype,
