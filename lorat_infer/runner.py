@@ -133,7 +133,9 @@ class StepRunner:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: other threads (template embedding, the other step in flight, pinned allocations)
+        # may keep using the device while this thread captures.
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             output = self._call(*statics)
         log.info("captured a CUDA graph for batch bucket %d", args[0].shape[0])
         return graph, statics, output
