@@ -22,6 +22,22 @@ def check_data(paths: list[str], mode: str) -> int:
     return 1 if report.errors else 0
 
 
+def evaluate(config: object) -> int:
+    """Held-out success AUC of the start point (mode full: weights exactly as loaded, nothing added)."""
+    from .trainer import Trainer
+
+    config.mode = "full"  # type: ignore[attr-defined]
+    config.val.keep_best = False  # type: ignore[attr-defined]
+    trainer = Trainer(config)  # type: ignore[arg-type]
+    try:
+        auc = trainer.validate()
+        print(f"held-out success AUC {auc:.4f} over {len(trainer.val_sequences())} sequences "
+              f"(start: {trainer.start_point})")
+    finally:
+        trainer.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lorat-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", help="override adapter (an authors'-format adapter file)")
     parser.add_argument("--device", help="override device (auto, cpu, cuda)")
     parser.add_argument("--steps", type=int, help="stop after this many steps (the schedule keeps its length)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="only track the held-out sequences (val) with the start model, exactly as loaded "
+                             "(no fresh LoRA), and print the success AUC")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in output_dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -61,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     from .trainer import train  # torch import after argument errors are reported
 
     try:
+        if args.evaluate:
+            return evaluate(config)
         train(config, resume=not args.fresh, progress=not args.no_progress, steps=args.steps)
     except DataError as exc:
         print(f"lorat-train: {exc}", file=sys.stderr)

@@ -120,3 +120,22 @@ def test_a_backbone_of_the_wrong_shape_is_a_clear_error(start_files, tmp_path):
     values = _config(start_files, tmp_path / "run", adapter="", model={**TINY_MODEL, "embed_dim": 48})
     with pytest.raises(CheckpointError, match=r"shape mismatch for 'blocks\.0\.attn\.qkv\.weight'"):
         build_initial_model(config_from_dict(values))
+
+
+def test_early_stopping_on_held_out_auc_and_evaluate(start_files, tmp_path, capsys):
+    # lr 0: the held-out AUC cannot improve after the first evaluation, so patience 1 stops at step 2 of 10
+    values = _config(start_files, tmp_path / "run", optim={"steps": 10, "batch_size": 2, "lr": 0.0, "warmup_lr": 0.0,
+                                                           "min_lr": 0.0, "warmup_steps": 0, "amp": "none"})
+    values["val"] = {**values["val"], "every": 1, "patience": 1}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(values))
+    assert main(["--config", str(path), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["steps"] == 2 and summary["best_step"] == 1
+    captured = capsys.readouterr()
+    assert "early stop at step 2" in captured.out + captured.err
+    # --evaluate tracks the held-out footage with the start model exactly as loaded
+    assert main(["--config", str(path), "--evaluate"]) == 0
+    out = capsys.readouterr().out
+    auc = float(out.split("held-out success AUC ")[1].split()[0])
+    assert auc == pytest.approx(summary["history"]["val_auc"][0], abs=1e-4)

@@ -74,3 +74,32 @@ def test_resume_from_a_checkpoint_continues_identically(make_config, tmp_path):
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
     assert resumed.history["loss"] == straight.history["loss"]
     assert resumed.optimizer.state_dict()["state"].keys() == straight.optimizer.state_dict()["state"].keys()
+
+
+def test_activation_checkpointing_gives_the_same_step(make_config):
+    plain, ckpt = (Trainer(make_config("lora", activation_checkpointing=flag)) for flag in (False, True))
+    batch = plain.sampler.batch(0, 4)
+    plain.train_step(batch)
+    ckpt.train_step(batch)
+    a, b = plain.model.state_dict(), ckpt.model.state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_authors_augmentation_flips_the_box_with_the_image():
+    import numpy as np
+
+    from lorat_train.augment import augment_pair
+    from lorat_train.config import AugmentOptions
+
+    img = torch.zeros(3, 8, 16)
+    img[:, 2:4, 1:5] = 1.0  # a bright box at x 1..5, y 2..4
+    box = np.array([1.0, 2.0, 5.0, 4.0])
+    flips = AugmentOptions(flip=1.0, color_jitter=0.0, deit3=False)
+    z, zb, _, xb = augment_pair(np.random.default_rng(0), img, box, img.clone(), box.copy(), flips)
+    assert zb.tolist() == [11.0, 2.0, 15.0, 4.0] and xb.tolist() == [11.0, 2.0, 15.0, 4.0]
+    assert z[:, 2:4, 11:15].min() == 1.0 and z.sum() == img.sum()
+    every = AugmentOptions()
+    outs = [augment_pair(np.random.default_rng(s), img, box, img.clone(), box.copy(), every) for s in range(20)]
+    assert all(t.min() >= 0.0 and t.max() <= 1.0 for o in outs for t in (o[0], o[2]))
+    assert len({round(float(o[0].sum()), 3) for o in outs}) > 5  # colour jitter / 3-augment change the pixels
