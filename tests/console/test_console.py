@@ -106,3 +106,34 @@ def test_start_by_drawing_a_box_then_stop(page, console, media, artifacts) -> No
     page.wait_for_function("window.lorat.polls >= 1")
     assert page.locator(_row(track_id)).count() == 0
     assert page.problems == []
+
+
+def test_start_an_rtsp_track_from_the_browser(page, console) -> None:  # type: ignore[no-untyped-def]
+    """The RTSP path of the dialog: a real GStreamer RTSP server, a preview frame, a drawn box, a live view."""
+    from tests.rtsp.conftest import GstRtspServer, free_port
+
+    cam = GstRtspServer(free_port())
+    cam.start()
+    try:
+        page.click("#new-track")
+        page.fill("#rtsp-url", cam.url)
+        page.check('input[value="rtsp"]')
+        page.click("#load-frame")
+        page.wait_for_function("window.lorat.first !== null", timeout=60_000)
+        canvas = page.locator("#first-frame").bounding_box()
+        assert canvas is not None
+        page.mouse.move(canvas["x"] + canvas["width"] * 0.3, canvas["y"] + canvas["height"] * 0.3)
+        page.mouse.down()
+        page.mouse.move(canvas["x"] + canvas["width"] * 0.6, canvas["y"] + canvas["height"] * 0.6, steps=4)
+        page.mouse.up()
+        page.click("#start-go")
+        page.wait_for_selector("#start-dialog", state="hidden", timeout=60_000)
+        row = page.wait_for_selector(f'tr:has(td.source:text-is("{cam.url}"))')
+        track_id = row.get_attribute("data-track-id")
+        page.wait_for_function("window.lorat.drawn.length >= 5", timeout=60_000)
+        assert page.evaluate("window.lorat.drawn[0].status") in ("TRACKING", "LOST")
+        page.click(f'{_row(track_id)} button.stop')
+        page.wait_for_selector(_row(track_id), state="detached")
+        assert page.problems == []
+    finally:
+        cam.kill()
