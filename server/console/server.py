@@ -209,7 +209,7 @@ class Console:
     async def start(self, host: str, port: int) -> int:
         self.runner = web.AppRunner(self.app(), access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, ssl_context=_ssl_context(self.settings))
+        site = web.TCPSite(self.runner, host, port, ssl_context=_ssl_context(self.settings), shutdown_timeout=1.0)
         try:
             await site.start()
         except OSError as exc:
@@ -225,9 +225,9 @@ class Console:
             feeder.cancel()
         if self.views.observe in self.manager.frame_observers:
             self.manager.frame_observers.remove(self.views.observe)
+        await self.views.close()
         if self.runner is not None:
             await self.runner.cleanup()
-        self.views.close()
 
 
 def _ssl_context(settings: Any) -> ssl.SSLContext | None:

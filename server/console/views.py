@@ -37,6 +37,7 @@ class LiveViews:
         self.max_width = max_width
         self.quality = quality
         self._views: dict[str, set[View]] = {}
+        self._sockets: set[web.WebSocketResponse] = set()
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="console-jpeg")
 
     def observe(self, track: Any, frame: Any, result: pb.TrackResult) -> None:
@@ -68,6 +69,7 @@ class LiveViews:
             view.latest = first
             view.ready.set()
         self._views.setdefault(track_id, set()).add(view)
+        self._sockets.add(ws)
         reader = asyncio.create_task(self._drain_incoming(ws))
         loop = asyncio.get_running_loop()
         try:
@@ -91,6 +93,7 @@ class LiveViews:
             pass  # the browser went away mid-send
         finally:
             reader.cancel()
+            self._sockets.discard(ws)
             views = self._views.get(track_id)
             if views is not None:
                 views.discard(view)
@@ -104,5 +107,8 @@ class LiveViews:
         async for _ in ws:  # the page sends nothing; this notices the close
             pass
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close every open view (the browser shows "closed"), so that shutdown need not wait for them."""
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"server shutting down")
         self._encoder.shutdown(wait=False, cancel_futures=True)
