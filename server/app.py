@@ -17,10 +17,9 @@ from pathlib import Path
 
 import grpc
 import torch
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from lorat.v1 import tracker_pb2 as pb
-from lorat.v1 import tracker_pb2_grpc as pb_grpc
 
 from lorat_infer import LoRAT, TrackingEngine, load_model
 from lorat_infer.defaults import RandomWeightsWarning, default_tracker_model
@@ -28,12 +27,15 @@ from lorat_infer.loading import default_model_path
 
 from .core import TrackManager
 from .executor import BatchExecutor
+from .health import HealthState
 from .log import event, setup_logging
 from .metrics import Metrics
-from .service import TrackerService
+from .security import BearerAuth, TokenFile, server_credentials
+from .service import TrackerService, add_to_server
 from .settings import Settings
 from .state.embedded import EmbeddedRedis
 from .state.store import RedisStateStore
+from .urlpolicy import redact
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Tracker"].full_name
 
@@ -71,14 +73,15 @@ def load_serving_model(settings: Settings) -> tuple[LoRAT, str]:
 
 async def serve(settings: Settings) -> None:
     setup_logging(settings.log_level)
-    event("starting", settings=" ".join(f"{k}={v}" for k, v in vars(settings).items()))
+    settings.check_exposure()
+    event("starting", settings=redact(" ".join(f"{k}={v}" for k, v in vars(settings).items())))
     # The embedded Redis starts first, before any thread exists (its child setup runs a preexec hook).
     embedded: EmbeddedRedis | None = None
     redis_url = settings.redis_url
     if not redis_url:
         embedded = EmbeddedRedis().start()
         redis_url = embedded.url
-        event("embedded_redis", url=redis_url,
+        event("embedded_redis", url=redact(redis_url),
               note="private redis-server without persistence; set --redis-url to share state across servers")
     try:
         metrics = Metrics()
@@ -88,21 +91,30 @@ async def serve(settings: Settings) -> None:
             event("metrics_listening", url=f"http://{settings.grpc_host}:{mport}/metrics")
 
         health_servicer = health.aio.HealthServicer()
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        health_state = HealthState(health_servicer, metrics, slow_p99_s=settings.redis_slow_p99_ms / 1000)
+        await health_state.init()
         source_factory = _rtsp_factory(settings)
-        tracker = TrackerService()
+        tracker = TrackerService(max_watchers=settings.max_watchers)
         limit = settings.max_message_bytes
+        interceptors = [BearerAuth(TokenFile(settings.auth_token_file))] if settings.auth_token_file else []
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                          ("grpc.max_send_message_length", limit)])
-        pb_grpc.add_TrackerServicer_to_server(tracker, server)
+                                          ("grpc.max_send_message_length", limit)],
+                                 interceptors=interceptors, maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
+        add_to_server(tracker, server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        port = _bind("--grpc-port", settings.grpc_host, settings.grpc_port,
-                     lambda: server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}"))
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        if settings.tls_cert:
+            creds = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            port = _bind("--grpc-port", settings.grpc_host, settings.grpc_port,
+                         lambda: server.add_secure_port(address, creds))
+        else:
+            port = _bind("--grpc-port", settings.grpc_host, settings.grpc_port,
+                         lambda: server.add_insecure_port(address))
         await server.start()
-        event("grpc_listening", address=f"{settings.grpc_host}:{port}")
+        event("grpc_listening", address=f"{settings.grpc_host}:{port}", tls=bool(settings.tls_cert),
+              mtls=bool(settings.tls_client_ca), auth="token" if settings.auth_token_file else "none")
 
         stop = asyncio.Event()
         received: list[str] = []
@@ -111,26 +123,29 @@ async def serve(settings: Settings) -> None:
             loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name.lower()), stop.set()))
 
         model, model_id = await asyncio.to_thread(load_serving_model, settings)
-        engine = TrackingEngine(model, device=settings.device, precision=settings.precision)
+        engine = await asyncio.to_thread(TrackingEngine, model, device=settings.device, precision=settings.precision)
         event("model_loaded", model_id=model_id, device=settings.device, precision=settings.precision,
               params=sum(p.numel() for p in model.parameters()))
         owner = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         store = RedisStateStore(redis_url, owner, prefix=settings.redis_prefix, track_ttl_s=settings.track_ttl_s,
                                 lease_ttl_s=settings.lease_ttl_s,
-                                on_error=lambda op: metrics.redis_errors.labels(op).inc())
-        sinks = _extra_sinks(redis_url, settings.redis_prefix, metrics) if settings.publish_streams else []
+                                ended_retention_s=settings.ended_retention_s,
+                                on_error=lambda op: metrics.redis_errors.labels(op).inc(),
+                                on_latency=lambda op, s: metrics.redis_op_seconds.labels(op).observe(s))
+        sinks = (_extra_sinks(redis_url, settings.redis_prefix, metrics, settings.result_stream_ttl_s)
+                 if settings.publish_streams else [])
         executor = BatchExecutor(engine)
         manager = TrackManager(settings, executor, model_id, metrics, store, sinks, source_factory)
-        manager.start()
+        manager.start(health_state)
         tracker.manager = manager
         console = await _start_console(settings, manager)
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health_state.set_ready(True)
         event("ready", owner=owner, model_id=model_id, grpc_port=port)
 
         await stop.wait()
         event(received[0] if received else "sigterm",
               note="stop accepting, finish in-flight batches, write state to Redis")
+        health_state.set_ready(False)
         await health_servicer.enter_graceful_shutdown()
         if console is not None:  # no new tracks from the browser while draining
             await console.close()
@@ -191,7 +206,7 @@ def _rtsp_factory(settings: Settings):  # type: ignore[no-untyped-def]
     )
 
 
-def _extra_sinks(redis_url: str, redis_prefix: str, metrics: Metrics) -> list:
+def _extra_sinks(redis_url: str, redis_prefix: str, metrics: Metrics, ttl_s: float) -> list:
     """Redis Streams publishing (`publishing/redis_streams.py`), if that module is present."""
     try:
         import redis.asyncio as aioredis
@@ -202,7 +217,8 @@ def _extra_sinks(redis_url: str, redis_prefix: str, metrics: Metrics) -> list:
     try:
         client = aioredis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         count_error = lambda op, exc: metrics.redis_errors.labels(op).inc()  # noqa: E731
-        return [RedisStreamPublisher(client, prefix=f"{redis_prefix}:results", on_error=count_error)]
+        return [RedisStreamPublisher(client, prefix=f"{redis_prefix}:results", on_error=count_error,
+                                     stream_ttl_s=ttl_s)]
     except Exception as exc:  # its constructor contract is the other module's; never fail the server
-        event("redis_streams_unavailable", 30, error=repr(exc))
+        event("redis_streams_unavailable", 30, error=redact(repr(exc)))
         return []

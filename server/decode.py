@@ -75,10 +75,10 @@ def decode_raw(raw: pb.RawImage, limits: FrameLimits) -> np.ndarray:
         raise DecodeError(
             f"frame.raw.data has {len(raw.data)} bytes; a {width}x{height} image with stride {stride} "
             f"needs {stride * height} (or at least {need})")
+    # A strided view over the bytes as sent (never padded to stride*height: a huge stride with one short
+    # row must not allocate gigabytes); the copy below holds only the pixels.
     buf = np.frombuffer(raw.data, dtype=np.uint8)
-    if len(buf) < stride * height:
-        buf = np.concatenate([buf, np.zeros(stride * height - len(buf), np.uint8)])
-    rows = buf.reshape(height, stride)[:, : width * 3].reshape(height, width, 3)
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(height, width, 3), strides=(stride, 3, 1), writeable=False)
     if raw.format == pb.RawImage.BGR24:
         rows = rows[:, :, ::-1]
     return np.ascontiguousarray(rows)

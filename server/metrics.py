@@ -67,6 +67,26 @@ class Metrics:
         self.track_drops = Counter(
             "lorat_track_frames_dropped_total", "Frames dropped, per track and reason.",
             ["track_id", "reason"], registry=r)
+        self.results_held = Gauge(
+            "lorat_results_held", "Computed results waiting for their state write before release.", registry=r)
+        self.commit_seconds = Histogram(
+            "lorat_commit_seconds", "Time of one fenced state write (all tracks of the batches it covers).",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.redis_op_seconds = Histogram(
+            "lorat_redis_op_seconds", "Latency of Redis operations of the state store, by operation.",
+            ["op"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.redis_latency_p99_seconds = Gauge(
+            "lorat_redis_latency_p99_seconds", "p99 latency of state-store Redis operations, last 10 s.", registry=r)
+        self.redis_degraded = Gauge(
+            "lorat_redis_degraded", "1 while Redis is unreachable or its p99 latency is over --redis-slow-p99-ms.",
+            registry=r)
+        self.engine_alive = Gauge(
+            "lorat_engine_alive", "0 while the engine loop is dead or hung (liveness NOT_SERVING).", registry=r)
+        self.tracks_ended = Counter(
+            "lorat_tracks_ended_total", "Tracks that ended on this server, by final status.", ["status"], registry=r)
+        self.requests_refused = Counter(
+            "lorat_requests_refused_total", "Requests refused by a limit or a check, by reason.", ["reason"],
+            registry=r)
         self._track_reasons: dict[str, set[str]] = {}
         # Source metrics (server.sources.metrics), process and GC metrics live in the default registry.
         r.register(_DefaultRegistry())

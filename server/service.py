@@ -1,4 +1,9 @@
-"""The gRPC face of TrackManager: maps requests to manager calls and ServiceError to status codes."""
+"""The gRPC face of TrackManager: maps requests to manager calls and ServiceError to status codes.
+
+Requests that do not parse are answered INVALID_ARGUMENT (never UNKNOWN): the handlers are registered
+with lenient deserializers that hand a `Malformed` marker to the method. Unexpected exceptions are
+logged and answered INTERNAL with a short message (never a traceback or a secret).
+"""
 
 from __future__ import annotations
 
@@ -14,21 +19,55 @@ from lorat.v1 import tracker_pb2_grpc as pb_grpc
 from .core import TrackManager
 from .errors import ServiceError
 from .log import event
+from .urlpolicy import redact
+
+SERVICE = "lorat.v1.Tracker"
+
+
+class Malformed:
+    """A request body that did not parse as `kind`."""
+
+    def __init__(self, kind: str, error: str) -> None:
+        self.kind = kind
+        self.error = error
+
+
+def _lenient(cls: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as exc:  # DecodeError and friends
+            return Malformed(cls.__name__, type(exc).__name__)
+    return parse
+
+
+def _check(request: Any) -> None:
+    if isinstance(request, Malformed):
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"request body is not a valid lorat.v1.{request.kind} ({request.error})")
 
 
 def _status(method: Callable) -> Callable:
     @functools.wraps(method)
     async def wrapper(self: TrackerService, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            _check(request)
             return await method(self, request, context)
         except ServiceError as exc:
-            await context.abort(exc.code, exc.message)
+            await context.abort(exc.code, exc.message[:2000])
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            event("rpc_error", 40, method=method.__name__, error=redact(repr(exc))[:500])
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see server log")
     return wrapper
 
 
 class TrackerService(pb_grpc.TrackerServicer):
-    def __init__(self) -> None:
+    def __init__(self, max_watchers: int = 64) -> None:
         self.manager: TrackManager | None = None  # set once the model and Redis are ready
+        self.max_watchers = max_watchers
+        self.watchers = 0
 
     def _mgr(self) -> TrackManager:
         if self.manager is None:
@@ -45,7 +84,7 @@ class TrackerService(pb_grpc.TrackerServicer):
     @_status
     async def PushFrame(self, request: pb.PushFrameRequest, context: Any) -> pb.TrackResult:
         fut = await self._mgr().push(request.track_id, request.frame)
-        return await fut
+        return await fut  # a caller that gives up cancels this: the frame is dropped, not computed
 
     async def PushFrames(self, request_iterator: AsyncIterator[pb.PushFrameRequest],
                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TrackResult]:
@@ -61,13 +100,15 @@ class TrackerService(pb_grpc.TrackerServicer):
             try:
                 async for req in request_iterator:
                     try:
+                        _check(req)
                         fut = await mgr.push(req.track_id, req.frame)
                     except ServiceError as exc:
-                        if exc.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                        if exc.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED) \
+                                and not isinstance(req, Malformed):
                             fut = asyncio.get_running_loop().create_future()
                             fut.set_result(pb.TrackResult(
-                                track_id=req.track_id, source_pts=req.frame.pts, status=pb.DROPPED,
-                                drop_reason="decode_error", message=exc.message, model_id=mgr.model_id))
+                                track_id=req.track_id[:128], source_pts=req.frame.pts, status=pb.DROPPED,
+                                drop_reason="decode_error", message=exc.message[:2000], model_id=mgr.model_id))
                         else:
                             await out.put(exc)
                             return
@@ -83,27 +124,41 @@ class TrackerService(pb_grpc.TrackerServicer):
                 if item is None:
                     break
                 if isinstance(item, ServiceError):
-                    await context.abort(item.code, item.message)
+                    await context.abort(item.code, item.message[:2000])
                 if isinstance(item, BaseException):
-                    raise item
-                yield await item
+                    event("rpc_error", 40, method="PushFrames", error=redact(repr(item))[:500])
+                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(item).__name__})")
+                try:
+                    yield await item
+                except ServiceError as exc:  # the track moved while the frame waited
+                    await context.abort(exc.code, exc.message[:2000])
         finally:
             reader.cancel()
 
     async def WatchTracks(self, request: pb.WatchTracksRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TrackResult]:
         try:
+            _check(request)
             mgr = self._mgr()
+            if self.watchers >= self.max_watchers:
+                mgr.metrics.requests_refused.labels("max_watchers").inc()
+                raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"this server serves at most {self.max_watchers} WatchTracks streams at once "
+                                   "(--max-watchers); close one or use Redis Streams")
+            if len(request.track_ids) > 1024:
+                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "at most 1024 track_ids per WatchTracks")
         except ServiceError as exc:
             await context.abort(exc.code, exc.message)
+        self.watchers += 1
         watcher, backlog = mgr.hub.subscribe(set(request.track_ids), request.from_frame)
-        event("watch_started", track_ids=",".join(request.track_ids) or "*", backlog=len(backlog))
+        event("watch_started", watchers=self.watchers, backlog=len(backlog))
         try:
             for result in backlog:
                 yield result
             while True:
                 yield await watcher.queue.get()
         finally:
+            self.watchers -= 1
             mgr.hub.unsubscribe(watcher)
 
     @_status
@@ -117,3 +172,21 @@ class TrackerService(pb_grpc.TrackerServicer):
     @_status
     async def ListTracks(self, request: pb.ListTracksRequest, context: Any) -> pb.ListTracksResponse:
         return pb.ListTracksResponse(tracks=self._mgr().list_tracks())
+
+
+def add_to_server(servicer: TrackerService, server: grpc.aio.Server) -> None:
+    """Like the generated `add_TrackerServicer_to_server`, with lenient request parsing."""
+    kinds = {
+        "StartTrack": (grpc.unary_unary_rpc_method_handler, pb.StartTrackRequest, pb.StartTrackResponse),
+        "PushFrame": (grpc.unary_unary_rpc_method_handler, pb.PushFrameRequest, pb.TrackResult),
+        "PushFrames": (grpc.stream_stream_rpc_method_handler, pb.PushFrameRequest, pb.TrackResult),
+        "WatchTracks": (grpc.unary_stream_rpc_method_handler, pb.WatchTracksRequest, pb.TrackResult),
+        "StopTrack": (grpc.unary_unary_rpc_method_handler, pb.StopTrackRequest, pb.TrackInfo),
+        "GetTrack": (grpc.unary_unary_rpc_method_handler, pb.GetTrackRequest, pb.TrackInfo),
+        "ListTracks": (grpc.unary_unary_rpc_method_handler, pb.ListTracksRequest, pb.ListTracksResponse),
+    }
+    handlers = {name: make(getattr(servicer, name), request_deserializer=_lenient(req),
+                           response_serializer=resp.SerializeToString)
+                for name, (make, req, resp) in kinds.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)

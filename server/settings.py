@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -59,20 +60,66 @@ class Settings:
     redis_prefix: str = _knob("lorat", "prefix of every Redis key this server writes")
     drain_timeout_s: float = _knob(10.0, "on SIGTERM, longest wait for in-flight frames before exit")
     log_level: str = _knob("INFO", "DEBUG | INFO | WARNING | ERROR")
+    tls_cert: str = _knob("", "PEM certificate chain: serve gRPC over TLS (with --tls-key)")
+    tls_key: str = _knob("", "PEM private key of --tls-cert")
+    tls_client_ca: str = _knob("", "PEM CA: clients must present a certificate it signed (mutual TLS)")
+    auth_token_file: str = _knob("", "bearer tokens, one per line, re-read when the file changes; empty: no auth")
+    allow_unauthenticated: bool = _knob(False, "allow a non-loopback --grpc-host without a token file or mTLS")
+    source_schemes: str = _knob("rtsp,rtsps", "URL schemes a pulled source may use (comma-separated)")
+    max_concurrent_rpcs: int = _knob(512, "most RPCs served at once; more get RESOURCE_EXHAUSTED")
+    max_watchers: int = _knob(64, "most WatchTracks streams at once; more get RESOURCE_EXHAUSTED")
+    max_pending_decodes: int = _knob(64, "most pushed frames being decoded at once; more get RESOURCE_EXHAUSTED")
+    max_queue_per_track: int = _knob(64, "largest options.max_queue a track may ask for")
+    max_labels: int = _knob(32, "most labels per track")
+    max_label_bytes: int = _knob(4096, "most characters in all of a track's label keys and values")
+    track_idle_timeout_s: float = _knob(300.0, "a push track with no frame for this long is stopped (0: never)")
+    ended_retention_s: float = _knob(600.0, "an ended track's Redis hash is kept this long (GetTrack elsewhere)")
+    result_stream_ttl_s: float = _knob(3600.0, "a per-track result stream expires this long after its last result")
+    redis_slow_p99_ms: float = _knob(100.0, "Redis is 'degraded' (health 'redis') while its p99 latency is above")
+    engine_stall_s: float = _knob(30.0, "engine hung: a frame waited this long with no batch completing")
+    liveness_grace_s: float = _knob(30.0, "exit (code 3) this long after the engine died or hung")
 
     def validate(self) -> Settings:
         """Reject nonsense early with a message naming the knob."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
         if self.default_policy not in POLICIES:
             raise ValueError(f"default_policy must be one of {POLICIES}, got {self.default_policy!r}")
         for name in ("max_batch_size", "max_tracks", "max_message_bytes", "max_frame_width",
-                     "max_frame_height", "fifo_max_queue", "decode_threads"):
+                     "max_frame_height", "fifo_max_queue", "decode_threads", "max_concurrent_rpcs",
+                     "max_watchers", "max_pending_decodes", "max_queue_per_track"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_batch_wait_ms", "track_ttl_s", "lease_ttl_s", "fifo_max_age_s", "lost_frames"):
+        for name in ("max_batch_wait_ms", "track_ttl_s", "lease_ttl_s", "fifo_max_age_s", "lost_frames",
+                     "max_labels", "max_label_bytes", "track_idle_timeout_s", "ended_retention_s",
+                     "result_stream_ttl_s", "redis_slow_p99_ms", "engine_stall_s", "liveness_grace_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lease_ttl_s <= 0.05:
             raise ValueError("lease_ttl_s must be > 0.05")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        if not self.schemes():
+            raise ValueError("source_schemes names no scheme")
+        return self
+
+    def schemes(self) -> tuple[str, ...]:
+        return tuple(s.strip().lower() for s in self.source_schemes.split(",") if s.strip())
+
+    def is_public(self) -> bool:
+        """Bound to an address other machines can reach."""
+        return self.grpc_host not in ("127.0.0.1", "localhost", "::1")
+
+    def check_exposure(self) -> Settings:
+        """Refuse to listen beyond loopback with nobody checked, unless told so explicitly."""
+        if self.is_public() and not (self.auth_token_file or self.tls_client_ca or self.allow_unauthenticated):
+            raise ValueError(f"--grpc-host {self.grpc_host} accepts connections from other machines, but no "
+                             "--auth-token-file or --tls-client-ca is set; set one, or pass "
+                             "--allow-unauthenticated true to serve without authentication")
         return self
 
     @staticmethod

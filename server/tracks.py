@@ -72,7 +72,7 @@ class Track:
     last_result: pb.TrackResult | None = None
     waiting: collections.deque = field(default_factory=collections.deque)
     in_flight: bool = False
-    dirty: bool = False  # Redis lacks (some of) this track's state: rewrite all of it when it is back
+    needs_full: bool = True  # Redis lacks the template/metadata: the next write is a full one
     h264: Any = None  # server.decode.H264Decoder, created on the first h264 frame
     source_obj: Any = None  # a FrameSource for pulled tracks
     pull: dict[str, Any] | None = None  # pulled tracks: {"url", "options"} to reopen the source elsewhere
@@ -80,6 +80,16 @@ class Track:
     room: asyncio.Event = field(default_factory=asyncio.Event)
     low_confidence_run: int = 0  # frames in a row below --lost-confidence (LOST from --lost-frames on)
     frame_size: tuple[int, int] | None = None  # (width, height) of the first frame: pushes must match
+    epoch: int = 0  # the fencing token of our lease (0: no lease yet)
+    ended: bool = False  # TrackRegistry.end ran: nothing more happens to this track here
+    moved_to: str = ""  # the server that took the lease over
+    template_fp: tuple = ()  # identity of the template part last written (state/adapter.py)
+    last_activity: float = field(default_factory=time.monotonic)  # last frame received (idle timeout)
+
+    def mark_moved(self, holder: str) -> None:
+        self.moved_to = holder
+        self.message = (f"track {self.track_id!r} moved to server {holder!r}, which took its lease over; "
+                        "send its frames there")
 
     def next_frame_number(self) -> int:
         self.frames_received += 1
@@ -132,16 +142,14 @@ class Track:
                 "model_id": self.model_id, "created_time": self.created_time, "pull": self.pull,
                 "frame_size": list(self.frame_size) if self.frame_size else None}
 
-    def state_dict(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, Any]:
+        """The server's part of the per-batch state record (the engine's part comes from its family)."""
         last = self.last_result
         return {
-            "box_xyxy": [float(v) for v in self.state.box_xyxy],
-            "pad_color": [float(v) for v in self.state.pad_color],
-            "frame_index": int(self.state.frame_index),
             "frames_received": self.frames_received,
             "frames_processed": self.frames_processed,
             "dropped": dict(self.dropped),
-            "status": pb.TrackStatus.Name(self.status),
+            "low_confidence_run": self.low_confidence_run,
             "last_frame_number": int(last.frame_number) if last is not None else 0,
             "last_confidence": float(last.confidence) if last is not None else 1.0,
             "last_pts": int(last.source_pts) if last is not None else 0,

@@ -97,6 +97,7 @@ class RedisStreamPublisher:
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
         on_error: ErrorCallback | None = None,
+        stream_ttl_s: float = 0.0,
     ) -> None:
         if maxlen < 1 or maxlen_all < 1 or buffer < 1 or batch < 1:
             raise ValueError("maxlen, maxlen_all, buffer and batch must be positive")
@@ -108,6 +109,7 @@ class RedisStreamPublisher:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.on_error = on_error
+        self.stream_ttl_ms = int(stream_ttl_s * 1000)  # 0: per-track streams never expire
         self.dropped = 0
         self.published = 0
         self._pending: collections.deque[dict[str, str]] = collections.deque()
@@ -196,6 +198,9 @@ class RedisStreamPublisher:
             for fields in batch:
                 pipe.xadd(self.stream_for(fields["track_id"]), fields, maxlen=self.maxlen, approximate=True)
                 pipe.xadd(self.prefix, fields, maxlen=self.maxlen_all, approximate=True)
+            if self.stream_ttl_ms > 0:  # a per-track stream expires after its track's last result
+                for track_id in {fields["track_id"] for fields in batch}:
+                    pipe.pexpire(self.stream_for(track_id), self.stream_ttl_ms)
             await pipe.execute()
 
 

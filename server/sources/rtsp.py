@@ -20,7 +20,6 @@ import contextlib
 import enum
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +28,9 @@ from typing import Any
 
 from server.sources import metrics
 from server.sources.frame import DecodedFrame
+from server.urlpolicy import protocol_whitelist, redact, redact_url
+
+__all__ = ["DEFAULT_OPTIONS", "RtspSource", "SourceState", "redact_url"]
 
 log = logging.getLogger("lorat.sources.rtsp")
 
@@ -53,9 +55,6 @@ DEFAULT_OPTIONS: dict[str, str] = {
 StateCallback = Callable[["SourceState", "SourceState", str], Any]
 
 
-def redact_url(url: str) -> str:
-    """The URL with any ``user:password@`` removed, for logs, metrics and TrackInfo.source."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)
 
 
 @dataclass
@@ -104,7 +103,9 @@ class _Reader:
         read_timeout: float,
         loop: asyncio.AbstractEventLoop,
         events: asyncio.Queue[_Event],
+        max_pixels: int = 4096 * 4096,
     ) -> None:
+        self._max_pixels = max_pixels
         self._url = url
         self._options = options
         self._timeouts = (open_timeout, read_timeout)
@@ -144,13 +145,16 @@ class _Reader:
                 if self._abandoned.is_set():
                     return
                 for frame in packet.decode():
+                    if frame.width * frame.height > self._max_pixels:
+                        raise ValueError(f"camera frame {frame.width}x{frame.height} is over the server limit "
+                                         f"of {self._max_pixels} pixels (--max-frame-width/height)")
                     now = time.time()
                     rgb = frame.to_ndarray(format="rgb24")
                     pts = int(frame.pts) if frame.pts is not None else -1
                     capture = clock.capture_time(pts, now)
                     self._emit(_Event("frame", DecodedFrame(rgb, pts, capture, now, time_base)))
         except Exception as exc:  # any FFmpeg/PyAV failure ends this attempt; the supervisor decides
-            error = f"{type(exc).__name__}: {exc}"
+            error = redact(f"{type(exc).__name__}: {exc}")  # FFmpeg's text may carry the URL's password
         finally:
             if container is not None:
                 # closing a broken container must not mask the real error
@@ -185,6 +189,7 @@ class RtspSource:
         on_state_change: StateCallback | None = None,
         track_id: str = "",
         queue_size: int = 2,
+        max_pixels: int = 4096 * 4096,
     ) -> None:
         if not isinstance(url, str) or "://" not in url:
             raise ValueError(f"not a stream URL: {url!r}")
@@ -194,6 +199,9 @@ class RtspSource:
             raise ValueError("need 0 <= backoff_initial <= backoff_max")
         self.url = url
         self.options = {**DEFAULT_OPTIONS, **{str(k): str(v) for k, v in (options or {}).items()}}
+        # Server-side: FFmpeg may open only the protocols this URL's scheme needs (no file:, http: ...).
+        self.options["protocol_whitelist"] = protocol_whitelist(url)
+        self.max_pixels = int(max_pixels)
         # FFmpeg's RTSP socket timeout (microseconds) lets an abandoned thread end by itself.
         if url.lower().startswith(("rtsp://", "rtsps://")):
             self.options.setdefault("timeout", str(int(max(open_timeout, read_timeout) * 1e6)))
@@ -292,7 +300,8 @@ class RtspSource:
         """One connection: returns whether any frame arrived. Sets ``last_error`` when it ends."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[_Event] = asyncio.Queue()
-        reader = _Reader(self.url, self.options, self.open_timeout, self.read_timeout, loop, events)
+        reader = _Reader(self.url, self.options, self.open_timeout, self.read_timeout, loop, events,
+                         self.max_pixels)
         self._reader = reader
         started = time.monotonic()
         reader.start()

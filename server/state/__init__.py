@@ -1,1 +1,1 @@
-"""Track state outside the process: binary token codec, Redis store, embedded redis-server."""
+"""Track state outside the process: the named-arrays record, the fenced Redis store, embedded redis-server."""

@@ -1,20 +1,28 @@
-"""Track state in Redis: metadata + last state (a hash), template tokens (binary), an ownership lease.
+"""Track state in Redis, fenced by leases: one owner per track, and a stale owner can write nothing.
 
-Keys (prefix `p`, default "lorat"):
-    p:track:{id}   hash  meta (JSON: source, options, labels, model id, created), state (JSON: box, pad
-                         colour, frame counters, status)
-    p:tokens:{id}  bytes template tokens, see `codec.py`
-    p:lease:{id}   str   owner instance id, SET NX PX; refreshed while the owner is alive
+Keys (prefix `p`, default "lorat"; `{id}` is a Redis Cluster hash tag, so one track's keys share a slot
+and every script below touches a single slot):
+    p:track:{id}   hash  meta (JSON: source, options, labels, model id, created), state (binary record:
+                         box, padding colour, counters; see state/adapter.py), template (binary record:
+                         template tokens), status (TRACKING / STOPPED / FAILED / MOVED), epoch (integer)
+    p:lease:{id}   str   "<owner> <epoch>", SET PX lease_ttl; renewed by the owner's lease keeper
 
-All keys expire `track_ttl` after the last write/refresh. Every failure raises `StoreUnavailable` after
-counting it, so callers keep tracking in memory and retry later.
+The epoch is a fencing token: it grows by one every time a server takes a track, and every write is a
+Lua script that first checks that the lease still reads "<owner> <epoch>" -- check and write in the same
+round trip, so a server that was paused, partitioned or slow cannot overwrite its successor.
+
+A live track's hash expires `track_ttl` after its owner's last renewal; an ended track's after
+`ended_retention`. Every failure raises `StoreUnavailable` after counting it; every operation's latency
+is recorded (`latency_quantile`) so a slow Redis is seen before it fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,158 +30,269 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..log import event
+from ..urlpolicy import redact
 
-# KEYS: lease; ARGV: owner, lease_ms. Returns the owner after the call.
+TERMINAL = ("STOPPED", "FAILED", "MOVED", "STARTING")
+
+# KEYS: lease, track; ARGV: owner, lease_ms, ttl_ms. A new track under a caller-chosen id, atomically:
+# refused while anyone holds the lease or the stored track is live. -> {1, epoch} | {0, holder-or-""}
+_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if cur then return {0, cur} end
+local st = redis.call('HGET', KEYS[2], 'status')
+if st and st ~= 'STOPPED' and st ~= 'FAILED' and st ~= 'MOVED' and st ~= 'STARTING' then return {0, ''} end
+local e = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0') + 1
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'epoch', e, 'status', 'STARTING')
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. e, 'PX', ARGV[2])
+return {1, e}
+"""
+
+# KEYS: lease, track; ARGV: owner, lease_ms. Take over a stored live track whose lease is free.
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])
-if (not cur) or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ARGV[1]
-end
-return cur
+if cur then return {0, cur} end
+if redis.call('HEXISTS', KEYS[2], 'meta') == 0 then return {0, ''} end
+local e = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. e, 'PX', ARGV[2])
+return {1, e}
 """
 
-# KEYS: lease, track, tokens; ARGV: owner, lease_ms, ttl_ms.
-# Returns 0 ok, 1 state missing (Redis lost it: rewrite), 2 lease held by another owner.
-_REFRESH = """
+# KEYS: lease, track; ARGV: owner, epoch, lease_ms, ttl_ms. -> {code, holder}
+# 0 ok; 1 ours but Redis lost the state (rewrite it); 2 lost (holder, or "" when another epoch came and went)
+_RENEW = """
+local mine = ARGV[1] .. ' ' .. ARGV[2]
 local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[1] then return 2 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local a = redis.call('PEXPIRE', KEYS[2], ARGV[3])
-local b = redis.call('PEXPIRE', KEYS[3], ARGV[3])
-if a == 0 or b == 0 then return 1 end
-return 0
+if cur == mine then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if redis.call('PEXPIRE', KEYS[2], ARGV[4]) == 0 then return {1, ''} end
+  return {0, ''}
+end
+if cur then return {2, cur} end
+local te = redis.call('HGET', KEYS[2], 'epoch')
+if te and te ~= ARGV[2] then return {2, ''} end
+redis.call('SET', KEYS[1], mine, 'PX', ARGV[3])
+if not te then return {1, ''} end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return {0, ''}
 """
 
-# KEYS: lease; ARGV: owner.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+# KEYS: lease, track; ARGV: token, state, status. The per-batch write. -> 1 | holder | false (no lease)
+_SAVE_STATE = """
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return cur end
+redis.call('HSET', KEYS[2], 'state', ARGV[2], 'status', ARGV[3])
+return 1
 """
 
-REFRESH_OK, REFRESH_MISSING, REFRESH_LOST = 0, 1, 2
+# KEYS: lease, track; ARGV: token, meta, state, status, template ("" keeps it), ttl_ms, epoch.
+_SAVE_FULL = """
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return cur end
+redis.call('HSET', KEYS[2], 'meta', ARGV[2], 'state', ARGV[3], 'status', ARGV[4], 'epoch', ARGV[7])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'template', ARGV[5]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+
+# KEYS: lease, track; ARGV: token, state ("" keeps it), status, retention_ms. Final write + release.
+_END = """
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return cur end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], 'state', ARGV[2]) end
+redis.call('HSET', KEYS[2], 'status', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+RENEW_OK, RENEW_MISSING, RENEW_LOST = 0, 1, 2
 
 
 class StoreUnavailable(RuntimeError):
     """Redis could not be reached or answered with an error."""
 
 
+@dataclass(frozen=True)
+class Claim:
+    ok: bool
+    epoch: int = 0
+    holder: str = ""  # the owner holding the lease when not ok ("" when none: the track exists unowned)
+
+
 @dataclass
 class StoredTrack:
     meta: dict[str, Any]
-    state: dict[str, Any]
-    tokens: bytes | None
+    state: bytes
+    template: bytes | None
+    status: str
+    epoch: int
+
+
+def holder_name(value: Any) -> str:
+    """The owner part of a lease value ("<owner> <epoch>")."""
+    if value is None or value is False:
+        return ""
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return text.rsplit(" ", 1)[0]
 
 
 class RedisStateStore:
     def __init__(self, url: str, owner: str, *, prefix: str = "lorat", track_ttl_s: float = 3600.0,
-                 lease_ttl_s: float = 10.0, timeout_s: float = 0.5,
-                 on_error: Callable[[str], None] | None = None) -> None:
-        self.url = url
+                 lease_ttl_s: float = 10.0, ended_retention_s: float = 600.0, timeout_s: float = 0.5,
+                 on_error: Callable[[str], None] | None = None,
+                 on_latency: Callable[[str, float], None] | None = None) -> None:
         self.owner = owner
         self.prefix = prefix
         self.ttl_ms = max(1, int(track_ttl_s * 1000))
         self.lease_ms = max(1, int(lease_ttl_s * 1000))
+        self.retention_ms = max(1, int(ended_retention_s * 1000))
         self._on_error = on_error or (lambda op: None)
+        self._on_latency = on_latency or (lambda op, s: None)
+        self._latencies: collections.deque[tuple[float, float]] = collections.deque(maxlen=2048)
+        # One retry on a broken connection only (a pooled connection from before a Redis restart); a
+        # timeout is never retried, so a slow Redis costs one timeout, not two.
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)), health_check_interval=0)
+        self._claim = self._redis.register_script(_CLAIM)
         self._acquire = self._redis.register_script(_ACQUIRE)
-        self._refresh = self._redis.register_script(_REFRESH)
-        self._release = self._redis.register_script(_RELEASE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._save_state = self._redis.register_script(_SAVE_STATE)
+        self._save_full = self._redis.register_script(_SAVE_FULL)
+        self._end = self._redis.register_script(_END)
 
-    def _k(self, kind: str, track_id: str) -> str:
-        return f"{self.prefix}:{kind}:{track_id}"
+    def track_key(self, track_id: str) -> str:
+        return f"{self.prefix}:track:{{{track_id}}}"
+
+    def lease_key(self, track_id: str) -> str:
+        return f"{self.prefix}:lease:{{{track_id}}}"
+
+    def token(self, epoch: int) -> str:
+        return f"{self.owner} {epoch}"
+
+    def _keys(self, track_id: str) -> list[str]:
+        return [self.lease_key(track_id), self.track_key(track_id)]
 
     async def _guard(self, op: str, coro: Any) -> Any:
+        t0 = time.monotonic()
         try:
             return await coro
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._on_error(op)
-            event("redis_error", 30, op=op, error=f"{type(exc).__name__}: {exc}")
-            raise StoreUnavailable(f"redis {op} failed: {exc}") from exc
+            event("redis_error", 30, op=op, error=redact(f"{type(exc).__name__}: {exc}"))
+            with contextlib.suppress(Exception):  # no stale pooled connection outlives an outage
+                await self._redis.connection_pool.disconnect(inuse_connections=False)
+            raise StoreUnavailable(redact(f"redis {op} failed: {exc}")) from exc
+        finally:
+            seconds = time.monotonic() - t0
+            self._latencies.append((t0, seconds))
+            self._on_latency(op, seconds)
+
+    def latency_quantile(self, q: float = 0.99, window_s: float = 10.0) -> float | None:
+        """The q-quantile of operation latencies that started in the last `window_s` (None: none)."""
+        since = time.monotonic() - window_s
+        recent = sorted(s for t, s in self._latencies if t >= since)
+        if not recent:
+            return None
+        return recent[min(len(recent) - 1, int(q * len(recent)))]
 
     async def ping(self) -> bool:
         return bool(await self._guard("ping", self._redis.ping()))
 
-    async def acquire_lease(self, track_id: str) -> str:
-        """Take the lease if free or ours; returns the owner afterwards (== self.owner on success)."""
-        owner = await self._guard("acquire_lease", self._acquire(
-            keys=[self._k("lease", track_id)], args=[self.owner, self.lease_ms]))
-        return owner.decode() if isinstance(owner, bytes) else str(owner)
+    # -- leases -----------------------------------------------------------------------------------------
 
-    async def lease_owner(self, track_id: str) -> str | None:
-        owner = await self._guard("get_lease", self._redis.get(self._k("lease", track_id)))
-        return owner.decode() if owner else None
+    async def claim(self, track_id: str) -> Claim:
+        """A new track under `track_id`: atomic across replicas (no check-then-act)."""
+        ok, value = await self._guard("claim", self._claim(
+            keys=self._keys(track_id), args=[self.owner, self.lease_ms, self.ttl_ms]))
+        return Claim(True, int(value)) if ok else Claim(False, holder=holder_name(value))
 
-    async def release_lease(self, track_id: str) -> None:
-        await self._guard("release_lease", self._release(keys=[self._k("lease", track_id)], args=[self.owner]))
+    async def acquire(self, track_id: str) -> Claim:
+        """Take over a stored live track whose lease is free (resume, adoption)."""
+        ok, value = await self._guard("acquire", self._acquire(
+            keys=self._keys(track_id), args=[self.owner, self.lease_ms]))
+        return Claim(True, int(value)) if ok else Claim(False, holder=holder_name(value))
 
-    async def save_full(self, track_id: str, meta: dict, state: dict, tokens: bytes | None) -> None:
-        """Write everything about a track (start, and rewrite after Redis lost it)."""
-        pipe = self._redis.pipeline(transaction=True)
-        key = self._k("track", track_id)
-        pipe.hset(key, mapping={"meta": json.dumps(meta), "state": json.dumps(state)})
-        pipe.pexpire(key, self.ttl_ms)
-        if tokens is not None:
-            pipe.set(self._k("tokens", track_id), tokens, px=self.ttl_ms)
-        else:
-            pipe.delete(self._k("tokens", track_id))
-        await self._guard("save_full", pipe.execute())
-
-    async def save_states(self, states: Iterable[tuple[str, dict]]) -> None:
-        """The per-frame write: last state of several tracks in one round trip."""
+    async def renew(self, held: Iterable[tuple[str, int]]) -> dict[str, tuple[int, str]]:
+        """Extend the leases and TTLs of held tracks in one round trip; -> {id: (RENEW_*, holder)}."""
+        held = list(held)
+        if not held:
+            return {}
         pipe = self._redis.pipeline(transaction=False)
-        n = 0
-        for track_id, state in states:
-            key = self._k("track", track_id)
-            pipe.hset(key, "state", json.dumps(state))
-            pipe.pexpire(key, self.ttl_ms)
-            n += 1
-        if n:
-            await self._guard("save_state", pipe.execute())
+        for tid, epoch in held:
+            await self._renew(keys=self._keys(tid), args=[self.owner, epoch, self.lease_ms, self.ttl_ms], client=pipe)
+        replies = await self._guard("renew", pipe.execute())
+        return {tid: (int(code), holder_name(holder) if holder else "")
+                for (tid, _), (code, holder) in zip(held, replies)}
+
+    async def lease_holder(self, track_id: str) -> str:
+        return holder_name(await self._guard("get_lease", self._redis.get(self.lease_key(track_id))))
+
+    # -- fenced writes: each -> "" when written, else the holder ("?" when no lease at all) --------------
+
+    @staticmethod
+    def _verdict(reply: Any) -> str:
+        if reply == 1:
+            return ""
+        return holder_name(reply) or "?"
+
+    async def save_states(self, writes: list[tuple[str, int, bytes, str]]) -> list[str]:
+        """The per-batch write of (track id, epoch, state record, status), one round trip, no PEXPIRE."""
+        if not writes:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for tid, epoch, blob, status in writes:
+            await self._save_state(keys=self._keys(tid), args=[self.token(epoch), blob, status], client=pipe)
+        replies = await self._guard("save_state", pipe.execute())
+        return [self._verdict(r) for r in replies]
+
+    async def save_full(self, track_id: str, epoch: int, meta: dict, state: bytes, status: str,
+                        template: bytes | None) -> str:
+        reply = await self._guard("save_full", self._save_full(
+            keys=self._keys(track_id),
+            args=[self.token(epoch), json.dumps(meta), state, status, template or b"", self.ttl_ms, epoch]))
+        return self._verdict(reply)
+
+    async def end(self, track_id: str, epoch: int, state: bytes | None, status: str, live: bool = False) -> str:
+        """Final state + status, lease released -- only while the lease is ours. An ended track's hash
+        expires after `ended_retention`; a `live` one (drain hand-off) keeps the track TTL."""
+        keep = self.ttl_ms if live else self.retention_ms
+        reply = await self._guard("end", self._end(
+            keys=self._keys(track_id), args=[self.token(epoch), state or b"", status, keep]))
+        return self._verdict(reply)
+
+    # -- reads ------------------------------------------------------------------------------------------
 
     async def load(self, track_id: str) -> StoredTrack | None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(self._k("track", track_id))
-        pipe.get(self._k("tokens", track_id))
-        fields, tokens = await self._guard("load", pipe.execute())
+        fields = await self._guard("load", self._redis.hgetall(self.track_key(track_id)))
         if not fields or b"meta" not in fields or b"state" not in fields:
             return None
         try:
             meta = json.loads(fields[b"meta"])
-            state = json.loads(fields[b"state"])
         except ValueError as exc:
-            raise StoreUnavailable(f"stored state of {track_id} is not valid JSON: {exc}") from exc
-        return StoredTrack(meta=meta, state=state, tokens=tokens)
+            raise StoreUnavailable(f"stored metadata of {track_id} is not valid JSON: {exc}") from exc
+        return StoredTrack(meta=meta, state=fields[b"state"], template=fields.get(b"template"),
+                           status=fields.get(b"status", b"").decode(), epoch=int(fields.get(b"epoch", b"0")))
 
     async def track_ids(self, limit: int = 100_000) -> list[str]:
         """Ids of every track with state in Redis (SCAN, so Redis is never blocked)."""
-        prefix = f"{self.prefix}:track:"
+        prefix = f"{self.prefix}:track:{{"
         ids: list[str] = []
 
         async def scan() -> None:
             async for key in self._redis.scan_iter(match=prefix + "*", count=500):
-                ids.append(key.decode()[len(prefix):])
+                ids.append(key.decode()[len(prefix):-1])
                 if len(ids) >= limit:
                     return
 
         await self._guard("scan", scan())
         return ids
-
-    async def refresh(self, track_ids: list[str]) -> dict[str, int]:
-        """Extend leases and TTLs of owned tracks; -> {track_id: REFRESH_*}."""
-        if not track_ids:
-            return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for tid in track_ids:
-            await self._refresh(keys=[self._k("lease", tid), self._k("track", tid), self._k("tokens", tid)],
-                          args=[self.owner, self.lease_ms, self.ttl_ms], client=pipe)
-        codes = await self._guard("refresh", pipe.execute())
-        return {tid: int(code) for tid, code in zip(track_ids, codes)}
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a dead connection is not worth a failure

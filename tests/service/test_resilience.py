@@ -1,16 +1,30 @@
-"""State outside the process: SIGKILL + resume on a new server, SIGTERM drain, Redis outage."""
+"""State outside the process: SIGKILL + resume on a new server, SIGTERM drain, Redis outage (results
+wait for their state write; nothing is lost)."""
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lorat.v1 import tracker_pb2 as pb
 
+from server.state.record import decode_record
+
 from .conftest import RedisProc, ServerProc, box_pb, frame_pb, make_frames, metric_value, reference_boxes, xywh
+
+
+def stored_counters(client, track_id: str) -> dict:  # type: ignore[no-untyped-def]
+    """The server's counters in a track's stored state record (binary, never JSON or pickle)."""
+    _, meta = decode_record(client.hget(f"lorat:track:{{{track_id}}}", "state"))
+    return meta["server"]
+
+
+def redis_health(server: ServerProc) -> int:
+    stub = health_pb2_grpc.HealthStub(server.channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service="redis"), timeout=5).status
 
 
 def _push(server: ServerProc, track_id: str, frame: np.ndarray, retry_s: float = 0.0) -> pb.TrackResult:
@@ -39,19 +53,20 @@ def test_sigkill_then_new_server_continues_the_track(redis_proc, checkpoint, eng
     got += [_push(b, "survivor", f) for f in frames[6:8]]
     assert [r.frame_number for r in got] == list(range(1, 8))
     assert [r.status for r in got] == [pb.TRACKING] * 7
-    np.testing.assert_allclose([xywh(r.box) for r in got], expected[:7], atol=1e-6)
+    np.testing.assert_allclose([xywh(r.box) for r in got], expected[:7], atol=1e-3)
     assert "event=track_resumed track_id=survivor" in (tmp_path / "b.log").read_text()
 
     # SIGTERM: b drains, writes state and frees the lease, so c resumes at once (no lease wait).
     assert b.terminate() == 0
-    assert redis_proc.client().get("lorat:lease:survivor") is None
+    assert redis_proc.client().get("lorat:lease:{survivor}") is None
     c = ServerProc(redis_proc.url, checkpoint, tmp_path / "c.log", lease_ttl_s=1.0).start()
     try:
         got += [_push(c, "survivor", f) for f in frames[8:10]]
-        np.testing.assert_allclose([xywh(r.box) for r in got], expected, atol=1e-6)
+        np.testing.assert_allclose([xywh(r.box) for r in got], expected, atol=1e-3)
         assert got[-1].frame_number == 9
         info = c.stub.GetTrack(pb.GetTrackRequest(track_id="survivor"))
-        assert info.frames_processed == 9 and info.owner == redis_proc.client().get("lorat:lease:survivor").decode()
+        lease = redis_proc.client().get("lorat:lease:{survivor}").decode()
+        assert info.frames_processed == 9 and lease.startswith(info.owner + " ")
     finally:
         c.kill()
 
@@ -66,23 +81,27 @@ def test_redis_outage_does_not_stop_tracking(checkpoint, engine, tmp_path) -> No
                                                initial_box=box_pb(boxes[0])))
         got = [_push(s, "steady", f) for f in frames[1:3]]
         redis.stop()
-        got += [_push(s, "steady", f) for f in frames[3:6]]  # Redis is down: tracking goes on in memory
-        time.sleep(0.5)
-        assert metric_value(s.metrics_text(), "lorat_redis_errors_total") > 0
-        redis.start()  # same port, empty (no persistence): the server must write everything again
+        with ThreadPoolExecutor(1) as pool:
+            # Redis is down: the frame is computed, but its result waits for its state write
+            pending = pool.submit(lambda: [_push(s, "steady", f) for f in frames[3:6]])
+            time.sleep(1.5)
+            assert not pending.done(), "a result was released before its state was written"
+            assert redis_health(s) == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert metric_value(s.metrics_text(), "lorat_redis_errors_total") > 0
+            assert metric_value(s.metrics_text(), "lorat_results_held") >= 1
+            redis.start()  # same port, empty (no persistence): the server must write everything again
+            got += pending.result(timeout=30)
         client = redis.client()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (client.exists("lorat:tokens:steady")
-                                                   and client.hexists("lorat:track:steady", "meta")
-                                                   and client.exists("lorat:lease:steady")):
-            time.sleep(0.1)
-        assert client.exists("lorat:tokens:steady") and client.get("lorat:lease:steady") is not None
+        assert client.hexists("lorat:track:{steady}", "template") and client.get("lorat:lease:{steady}")
         got += [_push(s, "steady", f) for f in frames[6:9]]
-        state = json.loads(client.hget("lorat:track:steady", "state"))
-        assert state["frames_processed"] == 8 and state["frames_received"] == 8
-        np.testing.assert_allclose(state["box_xyxy"][2] - state["box_xyxy"][0], xywh(got[-1].box)[2], atol=1e-6)
+        counters = stored_counters(client, "steady")
+        assert counters["frames_processed"] == 8 and counters["frames_received"] == 8
         assert [r.status for r in got] == [pb.TRACKING] * 8
-        np.testing.assert_allclose([xywh(r.box) for r in got], expected, atol=1e-6)
+        deadline = time.monotonic() + 10
+        while redis_health(s) != health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert redis_health(s) == health_pb2.HealthCheckResponse.SERVING
+        np.testing.assert_allclose([xywh(r.box) for r in got], expected, atol=1e-3)
         assert "event=redis_back" in (tmp_path / "s.log").read_text()
     finally:
         s.kill()
@@ -107,6 +126,6 @@ def test_sigterm_finishes_queued_frames_and_writes_state(redis_proc, checkpoint,
         result = pending.result(timeout=10)
     assert result.status == pb.TRACKING and result.frame_number == 1
     np.testing.assert_allclose(xywh(result.box), reference_boxes(engine, frames, boxes[0])[0], atol=1e-3)
-    state = json.loads(redis_proc.client().hget("lorat:track:queued", "state"))
-    assert state["frames_processed"] == 1 and redis_proc.client().get("lorat:lease:queued") is None
+    counters = stored_counters(redis_proc.client(), "queued")
+    assert counters["frames_processed"] == 1 and redis_proc.client().get("lorat:lease:{queued}") is None
     assert "event=drained" in (tmp_path / "s.log").read_text()

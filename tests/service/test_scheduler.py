@@ -1,4 +1,4 @@
-"""The scheduler's batching rules, in process, with the real tiny engine (no gRPC, no Redis)."""
+"""The engine loop's batching rules, in process, with the real tiny engine (no gRPC, no Redis)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 
 from lorat_infer import TrackingEngine, build_model
 from server import errors
+from server.engine_loop import EngineLoop
 from server.executor import BatchExecutor
-from server.scheduler import Scheduler
-from server.state.codec import encode_tokens
+from server.state import adapter
 from server.state.restore import track_from_stored
 from server.state.store import StoredTrack
 from server.tracks import Options, PendingFrame, Track
@@ -40,13 +40,13 @@ def test_batches_respect_size_and_one_frame_per_track(executor: BatchExecutor) -
     async def run() -> list[list[tuple[str, int]]]:
         batches: list[list[tuple[str, int]]] = []
 
-        async def on_batch(tracks, frames, pairs, seconds) -> None:  # type: ignore[no-untyped-def]
-            batches.append([(t.track_id, f.frame_number) for t, f in zip(tracks, frames)])
-            for t, (state, _) in zip(tracks, pairs):
+        def on_outputs(plan, pairs, seconds) -> None:  # type: ignore[no-untyped-def]
+            batches.append([(t.track_id, f.frame_number) for t, f in zip(plan.tracks, plan.frames)])
+            for t, (state, _) in zip(plan.tracks, pairs):
                 t.state = state
 
-        sched = Scheduler(executor, max_batch_size=3, max_wait_s=0.05, on_drop=lambda *a: None,
-                          on_batch=on_batch, on_fail=lambda *a: None)
+        sched = EngineLoop({"m": executor}, max_batch_size=3, max_wait_s=0.05, on_drop=lambda *a: None,
+                           on_outputs=on_outputs, on_fail=lambda *a: None)
         tracks = await _tracks(executor, 5, policy="fifo")
         for t in tracks:
             sched.submit(t, _frame(1))
@@ -70,11 +70,11 @@ def test_a_lone_frame_waits_at_most_max_wait(executor: BatchExecutor) -> None:
     async def run() -> float:
         done = asyncio.Event()
 
-        async def on_batch(*_a) -> None:  # type: ignore[no-untyped-def]
+        def on_outputs(*_a) -> None:  # type: ignore[no-untyped-def]
             done.set()
 
-        sched = Scheduler(executor, max_batch_size=8, max_wait_s=0.1, on_drop=lambda *a: None,
-                          on_batch=on_batch, on_fail=lambda *a: None)
+        sched = EngineLoop({"m": executor}, max_batch_size=8, max_wait_s=0.1, on_drop=lambda *a: None,
+                           on_outputs=on_outputs, on_fail=lambda *a: None)
         (track,) = await _tracks(executor, 1)
         task = asyncio.create_task(sched.run())
         t0 = time.monotonic()
@@ -89,22 +89,26 @@ def test_a_lone_frame_waits_at_most_max_wait(executor: BatchExecutor) -> None:
 
 def test_stored_state_from_another_model_or_damaged_is_refused(executor: BatchExecutor) -> None:
     (track,) = asyncio.run(_tracks(executor, 1))
-    blob = encode_tokens(track.state.template_tokens, "m")
-    stored = StoredTrack(meta=track.meta_dict(), state=track.state_dict(), tokens=blob)
-    back = track_from_stored("t0", stored, "m")
+    blob = adapter.encode_template(track.state, "m")
+    state = adapter.encode_state(track.state, track.counters())
+    stored = StoredTrack(meta=track.meta_dict(), state=state, template=blob, status="TRACKING", epoch=1)
+    back = track_from_stored("t0", stored, ("m",))
     assert torch.equal(back.state.template_tokens, track.state.template_tokens)
     np.testing.assert_array_equal(back.state.box_xyxy, track.state.box_xyxy)
-    for bad in (StoredTrack(stored.meta, stored.state, None), StoredTrack(stored.meta, stored.state, blob[:-4]),
-                StoredTrack(stored.meta, {**stored.state, "status": "STOPPED"}, blob),
-                StoredTrack(stored.meta, {"status": "TRACKING"}, blob)):
+    no_counters = adapter.encode_state(track.state, {})
+    for bad in (StoredTrack(stored.meta, state, None, "TRACKING", 1),
+                StoredTrack(stored.meta, state, blob[:-4], "TRACKING", 1),
+                StoredTrack(stored.meta, state, blob, "STOPPED", 1),
+                StoredTrack(stored.meta, no_counters, blob, "TRACKING", 1),
+                StoredTrack(stored.meta, b"\x80\x04pickle" + state, blob, "TRACKING", 1)):
         with pytest.raises(errors.ServiceError) as info:
-            track_from_stored("t0", bad, "m")
+            track_from_stored("t0", bad, ("m",))
         assert info.value.code.name == "FAILED_PRECONDITION"
     with pytest.raises(errors.ServiceError, match="model"):
-        track_from_stored("t0", stored, "other-model")
+        track_from_stored("t0", stored, ("other-model",))
 
 
-def test_a_failing_batch_is_reported_and_the_scheduler_goes_on(executor: BatchExecutor) -> None:
+def test_a_failing_batch_is_reported_and_the_loop_goes_on(executor: BatchExecutor) -> None:
     class FailOnce:
         """The real executor, except that its first step raises (a model or device fault)."""
 
@@ -121,14 +125,14 @@ def test_a_failing_batch_is_reported_and_the_scheduler_goes_on(executor: BatchEx
         failures: list = []
         done: list = []
 
-        async def on_batch(tracks, frames, pairs, seconds) -> None:  # type: ignore[no-untyped-def]
-            done.extend((t.track_id, f.frame_number) for t, f in zip(tracks, frames))
+        def on_outputs(plan, pairs, seconds) -> None:  # type: ignore[no-untyped-def]
+            done.extend((t.track_id, f.frame_number) for t, f in zip(plan.tracks, plan.frames))
 
-        def on_fail(tracks, frames, exc) -> None:  # type: ignore[no-untyped-def]
-            failures.extend((t.track_id, f.frame_number, str(exc)) for t, f in zip(tracks, frames))
+        def on_fail(plan, exc) -> None:  # type: ignore[no-untyped-def]
+            failures.extend((t.track_id, f.frame_number, str(exc)) for t, f in zip(plan.tracks, plan.frames))
 
-        sched = Scheduler(FailOnce(executor), max_batch_size=4, max_wait_s=0.01, on_drop=lambda *a: None,
-                          on_batch=on_batch, on_fail=on_fail)
+        sched = EngineLoop({"m": FailOnce(executor)}, max_batch_size=4, max_wait_s=0.01, on_drop=lambda *a: None,
+                           on_outputs=on_outputs, on_fail=on_fail)
         tracks = await _tracks(executor, 2)
         task = asyncio.create_task(sched.run())
         for t in tracks:
