@@ -63,6 +63,11 @@ class Batch:
     search: torch.Tensor  # (B, 3, Hx*p, Wx*p) normalised
     target_boxes: torch.Tensor  # (B, 4) xyxy normalised to the search crop
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (the DataLoader calls this with pin_memory=True) for asynchronous CUDA copies."""
+        return Batch(self.template.pin_memory(), self.template_mask.pin_memory(), self.search.pin_memory(),
+                     self.target_boxes.pin_memory())
+
 
 def jitter_box(rng: np.random.Generator, box_xyxy: np.ndarray, jitter: JitterOptions) -> np.ndarray:
     """size * exp(N(0, scale)); centre + (U(0,1) - 0.5) * sqrt(w*h) * center (OSTrack/LoRAT convention)."""

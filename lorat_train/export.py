@@ -28,7 +28,7 @@ ADAPTER_PREFIXES = ("token_type_embed", "head.")
 
 def merged_copy(model: LoRAT) -> LoRAT:
     """An eval-mode copy with every adapter folded in (the training model is left untouched)."""
-    out = copy.deepcopy(model)
+    out = copy.deepcopy(model).cpu()
     for block in out.blocks:  # drop training-only forward wrappers (activation checkpointing)
         block.__dict__.pop("forward", None)
     return merge_lora(out).eval()

@@ -6,6 +6,7 @@ several) is what the tests exercise.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -43,7 +44,8 @@ class DistContext:
                 backend = "nccl" if torch.cuda.is_available() else "gloo"
             if backend == "nccl":
                 torch.cuda.set_device(local)
-            dist.init_process_group(backend=backend)
+            # rank 0 validates alone while the others wait in a collective: allow long held-out evaluations
+            dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=2))
             here = True
         return cls(rank, world, local, here)
 

@@ -86,7 +86,11 @@ class Trainer:
         set_activation_checkpointing(self.model, config.activation_checkpointing)
         self.optimizer = build_optimizer(self.model, opt)
         cache = Path(config.data.cache_dir) if config.data.cache_dir else self.out / "cache"
+        if not self.dist.main:
+            self.dist.barrier()  # rank 0 reads and caches the footage first (videos decode once)
         self.sampler = PairSampler(self.model.config, config.data, config.seed, cache_dir=cache)
+        if self.dist.main:
+            self.dist.barrier()
         self.amp = resolve_amp(opt.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
         self.ddp: torch.nn.parallel.DistributedDataParallel | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -29,6 +30,18 @@ def _config(out, accum: int) -> dict:
     }
 
 
+def _run(cmd: list[str], env: dict, timeout: float = 240) -> None:
+    """Run in its own process group, so a hang takes torchrun's workers down with it."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
+
+
 def test_two_ranks_equal_one_process_with_two_accumulation_steps(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     ddp_cfg, single_cfg = tmp_path / "ddp.yaml", tmp_path / "single.yaml"
@@ -36,9 +49,8 @@ def test_two_ranks_equal_one_process_with_two_accumulation_steps(tmp_path):
     single_cfg.write_text(yaml.safe_dump(_config(tmp_path / "single", accum=2)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "lorat_train.cli", "--config", str(ddp_cfg), "--no-progress"]
-    subprocess.run(cmd, check=True, env=env, timeout=240, capture_output=True)
-    subprocess.run([sys.executable, "-m", "lorat_train.cli", "--config", str(single_cfg), "--no-progress"],
-                   check=True, env=env, timeout=240, capture_output=True)
+    _run(cmd, env)
+    _run([sys.executable, "-m", "lorat_train.cli", "--config", str(single_cfg), "--no-progress"], env)
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
     ddp, single = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("ddp", "single"))
