@@ -30,6 +30,7 @@ from .executor import BatchExecutor
 from .health import HealthState
 from .log import event, setup_logging
 from .metrics import Metrics
+from .models import load_engines, parse_model_specs
 from .security import BearerAuth, TokenFile, server_credentials
 from .service import TrackerService, add_to_server
 from .settings import Settings
@@ -135,7 +136,15 @@ async def serve(settings: Settings) -> None:
         sinks = (_extra_sinks(redis_url, settings.redis_prefix, metrics, settings.result_stream_ttl_s)
                  if settings.publish_streams else [])
         executor = BatchExecutor(engine)
-        manager = TrackManager(settings, executor, model_id, metrics, store, sinks, source_factory)
+        executors = {model_id: executor}
+        extra = await asyncio.to_thread(load_engines, parse_model_specs(settings.model), model_id,
+                                        settings.device, settings.precision)
+        for mid, extra_engine in extra.items():
+            executors[mid] = BatchExecutor(extra_engine)
+            event("model_loaded", model_id=mid, family=extra_engine.family.name, device=settings.device,
+                  precision=settings.precision, params=sum(p.numel() for p in extra_engine.model.parameters()))
+        manager = TrackManager(settings, executor, model_id, metrics, store, sinks, source_factory,
+                               executors=executors)
         manager.start(health_state)
         tracker.manager = manager
         console = await _start_console(settings, manager)
@@ -156,7 +165,8 @@ async def serve(settings: Settings) -> None:
             with contextlib.suppress(Exception):  # the Redis client _extra_sinks made for it
                 await sink.redis.aclose()
         await server.stop(grace=2.0)
-        executor.shutdown()
+        for each in executors.values():
+            each.shutdown()
     finally:
         if embedded is not None:
             embedded.stop()

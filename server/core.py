@@ -183,6 +183,9 @@ class TrackManager:
             if adapter.template_fingerprint(new_state) != track.template_fp:
                 track.template_fp = adapter.template_fingerprint(new_state)
                 track.needs_full = True
+            replaced = getattr(new_state, "online_updates", 0) - getattr(track.state, "online_updates", 0)
+            if replaced > 0:  # MixFormerV2 swapped in a new online template
+                self.metrics.online_template_updates.labels(track.model_id).inc(replaced)
             track.state = new_state
             track.frames_processed += 1
             self.metrics.processed(track.track_id)

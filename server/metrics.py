@@ -56,6 +56,10 @@ class Metrics:
             "lorat_frames_processed_total", "Frames tracked (a box was computed).", registry=r)
         self.frames_dropped = Counter(
             "lorat_frames_dropped_total", "Frames not tracked, by reason.", ["reason"], registry=r)
+        self.online_template_updates = Counter(
+            "lorat_online_template_updates_total",
+            "Online-template replacements (MixFormerV2: the template cache is recomputed), by model.",
+            ["model"], registry=r)
         self.targets_lost = Counter(
             "lorat_targets_lost_total", "Times a track turned LOST (low confidence for --lost-frames frames).",
             registry=r)

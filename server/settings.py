@@ -32,6 +32,9 @@ class Settings:
     console_media_dir: str = _knob("", "folder of video files the console may track (empty: none)")
     redis_url: str = _knob("", "Redis URL for track state; empty starts a private embedded redis-server")
     checkpoint: str = _knob("", "merged .safetensors model; empty serves the built-in default model")
+    model: tuple = _knob((), "another model NAME=PATH[,key=value...] served next to the default, named by "
+                             "StartTrack.model (repeatable; environment: ';'-separated); e.g. a MixFormerV2 "
+                             "file with update_interval=25")
     device: str = _knob("cpu", "torch device for the model (cpu, cuda, cuda:1, ...)")
     precision: str = _knob("auto", "auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, fp32 on CPU)")
     max_batch_size: int = _knob(16, "most frames (one per track) in one forward pass")
@@ -105,6 +108,9 @@ class Settings:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         if not self.schemes():
             raise ValueError("source_schemes names no scheme")
+        from .models import parse_model_specs
+
+        parse_model_specs(self.model)
         return self
 
     def schemes(self) -> tuple[str, ...]:
@@ -128,6 +134,8 @@ class Settings:
 
 
 def _convert(kind: type, raw: str) -> Any:
+    if kind is tuple:  # a repeatable knob: one value per flag, ';'-separated in the environment
+        return tuple(v.strip() for v in raw.split(";") if v.strip())
     if kind is bool:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
@@ -148,9 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     types = _types()
     for f in fields(Settings):
+        repeatable = types[f.name] is tuple
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, default=None,
-            type=(lambda raw, k=types[f.name]: _convert(k, raw)),
+            type=str if repeatable else (lambda raw, k=types[f.name]: _convert(k, raw)),
+            action="append" if repeatable else "store",
             help=f"{f.metadata['doc']} [env {Settings.env_name(f.name)}, default {f.default!r}]",
         )
     return parser
@@ -171,7 +181,7 @@ def load_settings(argv: Sequence[str] | None = None, env: dict[str, str] | None 
     args = build_parser().parse_args(argv)
     for key, value in vars(args).items():
         if value is not None:
-            values[key] = value
+            values[key] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(Settings(), **values).validate()
 
 
