@@ -112,6 +112,12 @@ def build_initial_model(config: TrainConfig) -> tuple[LoRAT, LoRAOptions, str]:
     return model.train(), lora, start
 
 
+def adapter_holds_backbone_weights(path: str) -> bool:
+    """Newer release files may carry full block weights: then the backbone is no longer Meta's file alone."""
+    weights, _, _ = split_release_adapter(read_tensors(path))
+    return any(not k.startswith(ADAPTER_KEYS) for k in weights)
+
+
 def authors_drop_path(cfg: LoRATConfig) -> float:
     """config/LoRAT/_mixin/large.yaml: drop_path_rate 0.1; giant.yaml: 0.4 (uniform over blocks); else 0."""
     if cfg.embed_dim >= 1536:

@@ -33,7 +33,12 @@ from .losses import positives, tracking_loss
 from .optim import build_optimizer, lr_at, set_lr
 from .plot import plot_curves
 from .runtime import DistContext, resolve_amp, resolve_compile, resolve_device, resolve_workers
-from .setup import build_initial_model, count_parameters, set_activation_checkpointing
+from .setup import (
+    adapter_holds_backbone_weights,
+    build_initial_model,
+    count_parameters,
+    set_activation_checkpointing,
+)
 
 BEST = "best.safetensors"
 
@@ -302,7 +307,8 @@ class Trainer:
         merged = Path(cfg.export.merged) if cfg.export.merged else self.out / "model.safetensors"
         paths = {"merged": str(export_merged(self.model, merged, {"training": json.dumps(summary)}))}
         if cfg.export.release:
-            unchanged_backbone = bool(cfg.backbone) and cfg.mode == "lora"
+            unchanged_backbone = bool(cfg.backbone) and cfg.mode == "lora" and not (
+                cfg.adapter and adapter_holds_backbone_weights(cfg.adapter))
             write = cfg.export.backbone == "always" or (cfg.export.backbone == "auto" and not unchanged_backbone)
             b, a, c = export_release(self.model, self.out / "release", self.lora if cfg.mode == "lora" else None,
                                      write_backbone=write, backbone_source=cfg.backbone)
