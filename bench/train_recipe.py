@@ -25,6 +25,13 @@ CLIPS = {"type": "synthetic", "domain": "stripes", "pool_size": 20, "num_frames"
 HELD_OUT = {"every": 0, "seed": 991_000, "num_sequences": 8, "num_frames": 40, "domain": "stripes",
             "options": {"speed": 0.02}, "keep_best": False}
 
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 AUTHORS: dict = {}  # every default is the authors' value
 OURS = {
     "lora": {"rank": 16, "alpha": 16.0},
@@ -33,19 +40,16 @@ OURS = {
               "no_weight_decay": ["pos_embed", "token_type_embed"]},
     "loss": {"cls": 1.0, "giou": 2.0, "l1": 5.0, "positives": "centre"},
 }
+NO_AUG = {"flip": 0.0, "color_jitter": 0.0, "deit3": False}
 ARMS = {
     "authors' recipe (lr 1e-4, rank 64, GIoU x1, their sampler + augmentation)": AUTHORS,
     "authors' recipe, lr 5e-4": {"optim": {"lr": 5e-4}},
-    "authors' recipe, no augmentation": {"data": {"augment": {"flip": 0.0, "color_jitter": 0.0, "deit3": False}}},
-    "our earlier choices (lr 5e-4, rank 16, GIoU x2 + L1 x5, centre positives, no augmentation)": OURS,
+    "authors' recipe, no augmentation": {"data": {"augment": NO_AUG}},
+    "authors' recipe, our sampler (gap 20, milder isotropic jitter), no augmentation":
+        {"data": {"style": "legacy", "max_gap": 20, "augment": NO_AUG}},
+    "our earlier choices (lr 5e-4, rank 16, GIoU x2 + L1 x5, centre positives, our sampler, no augmentation)": OURS,
+    "our earlier choices, rank 64": merge(OURS, {"lora": {"rank": 64, "alpha": 64.0}}),
 }
-
-
-def merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
