@@ -94,6 +94,11 @@ def open_channel(
     return channel_module.insecure_channel(target, options=opts)
 
 
+def token_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The bearer-token header for servers started with --auth-token-file (none when token is empty)."""
+    return (("authorization", f"Bearer {token.strip()}"),) if token and token.strip() else ()
+
+
 def metadata_tuple(metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> tuple[tuple[str, str], ...]:
     if metadata is None:
         return ()

@@ -34,6 +34,7 @@ class AsyncClient:
         certificate_chain: bytes | str | Path | None = None,
         server_name_override: str | None = None,
         metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        token: str | None = None,
         timeout: float | None = 30.0,
         retry: c.RetryPolicy | None = None,
     ) -> None:
@@ -42,7 +43,7 @@ class AsyncClient:
             certificate_chain=certificate_chain, server_name_override=server_name_override,
         )
         self._stub = pb_grpc.TrackerStub(self._channel)
-        self.metadata = c.metadata_tuple(metadata)
+        self.metadata = c.metadata_tuple(metadata) + c.token_metadata(token)
         self.timeout = timeout
         self.retry = retry or c.RetryPolicy()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -246,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--key", help="PEM client private key (mutual TLS)")
     t.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
                    help="gRPC metadata sent with every call, e.g. authorization=Bearer... (repeatable)")
+    t.add_argument("--token", default=os.environ.get("LORAT_TOKEN", ""),
+                   help="bearer token for a server with --auth-token-file (default: $LORAT_TOKEN)")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress line")
     return p
 
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     metadata = [tuple(kv.split("=", 1)) for kv in args.metadata]
     client = Client(args.server, tls=args.tls, root_certificates=args.ca, certificate_chain=args.cert,
-                    private_key=args.key, metadata=metadata)
+                    private_key=args.key, metadata=metadata, token=args.token or None)
     out: IO[str] = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
     try:
         out.write(CSV_HEADER)

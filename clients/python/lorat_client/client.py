@@ -24,7 +24,8 @@ class Client:
     """Talk to a LoRAT tracking server.
 
     ``target``: "host:port". ``tls=True`` (or any of the certificate arguments) makes a TLS channel;
-    certificates are PEM bytes or file paths. ``metadata`` is sent with every call (e.g. an auth token).
+    certificates are PEM bytes or file paths. ``metadata`` is sent with every call. ``token``: a bearer token
+    for a server started with --auth-token-file (sent as ``authorization: Bearer <token>``).
     ``timeout``: seconds per unary call (None: no deadline). ``retry``: backoff on UNAVAILABLE.
     """
 
@@ -38,6 +39,7 @@ class Client:
         certificate_chain: bytes | str | Path | None = None,
         server_name_override: str | None = None,
         metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        token: str | None = None,
         timeout: float | None = 30.0,
         retry: c.RetryPolicy | None = None,
     ) -> None:
@@ -46,7 +48,7 @@ class Client:
             certificate_chain=certificate_chain, server_name_override=server_name_override,
         )
         self._stub = pb_grpc.TrackerStub(self._channel)
-        self.metadata = c.metadata_tuple(metadata)
+        self.metadata = c.metadata_tuple(metadata) + c.token_metadata(token)
         self.timeout = timeout
         self.retry = retry or c.RetryPolicy()
 
