@@ -68,11 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lorat-train: bad config {args.config}: {exc}", file=sys.stderr)
         return 2
     if args.check_data is not None:
-        roots = [s.root for s in [*config.data.sources, *config.val.sources] if s.type != "synthetic"]
-        if not roots:
+        from .footage import Report, read_path
+
+        sources = [s for s in [*config.data.sources, *config.val.sources] if s.type != "synthetic"]
+        if not sources:
             print("lorat-train: the config names no data files (synthetic sources only)")
             return 0
-        return check_data(roots, args.check_mode)
+        report = Report()
+        for s in sources:
+            read_path(s.root, report, mode=args.check_mode, kind=s.type, images=s.images)
+        print(report.format())
+        return 1 if report.errors else 0
     for key in ("output_dir", "init_checkpoint", "backbone", "adapter", "device"):
         if getattr(args, key):
             setattr(config, key, getattr(args, key))

@@ -78,3 +78,17 @@ def test_authors_jitter_is_anisotropic_and_translates_by_half_the_box_sides():
     assert np.abs(np.log(scales[:, 0] / scales[:, 1])).max() > 0.1  # x and y scales differ
     base = 64 / np.sqrt((20 + 30) * (20 + 30))
     assert np.log(scales / base).std() == pytest.approx(0.25, abs=0.05)
+
+
+def test_check_data_of_a_config_checks_its_training_and_held_out_sources(bad, tmp_path, capsys):
+    import yaml
+
+    root, expect = bad
+    good = write_mixed_footage(tmp_path / "good")
+    path = tmp_path / "train.yaml"
+    coco = {"type": "coco", "root": str(root / "coco" / "instances.json")}
+    path.write_text(yaml.safe_dump({"data": {"sources": [{"type": "auto", "root": str(good)}]},
+                                    "val": {"sources": [coco]}}))
+    assert main(["--config", str(path), "--check-data"]) == 1
+    out = capsys.readouterr().out
+    assert expect["coco-outside"] in out and str(good) not in out
