@@ -44,6 +44,7 @@ class HealthState:
         for name in (*READINESS, "liveness", "redis"):
             await self.servicer.set(name, NOT_SERVING)
         await self.servicer.set("liveness", SERVING)
+        self.metrics.engine_alive.set(1)
 
     def _set(self, name: str, serving: bool) -> None:
         task = asyncio.get_running_loop().create_task(self.servicer.set(name, SERVING if serving else NOT_SERVING))
@@ -59,6 +60,7 @@ class HealthState:
         if alive == self.alive:
             return
         self.alive = alive
+        self.metrics.engine_alive.set(1 if alive else 0)
         self._set("liveness", alive)
         self.set_ready(self.ready)
 
