@@ -36,7 +36,8 @@ class SlotPool:
         self.row_shape = tuple(row_shape)
         self.data = torch.zeros((capacity, *self.row_shape), dtype=dtype, device=device)
         self._free = list(range(capacity - 1, -1, -1))
-        self._lock = threading.Lock()
+        # Re-entrant: a dead Slot's finalizer may run (garbage collection) while this thread holds the lock.
+        self._lock = threading.RLock()
         self._alive: weakref.WeakSet[Slot] = weakref.WeakSet()
 
     def __len__(self) -> int:
