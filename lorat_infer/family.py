@@ -301,6 +301,11 @@ class LoRATFamily(ModelFamily):
             tokens = torch.stack([states[i].template_tokens for i in homeless]).to(ctx.device)
             for i, slot in zip(homeless, self.pool.put(tokens)):
                 states[i] = dataclasses.replace(states[i], template_tokens=self.pool.view(slot), slot=slot)
+        generation = self.pool.generation
+        for i, s in enumerate(states):
+            if s.slot.generation != generation:  # a view into a storage the pool has since replaced (growth):
+                s.slot.generation = generation  # point it at the current storage so the old one can be freed
+                states[i] = dataclasses.replace(s, template_tokens=self.pool.view(s.slot))
         slots = [s.slot for s in states]
         return states, (self.pool.gather(slots),)
 

@@ -17,11 +17,12 @@ import torch
 class Slot:
     """One row of a `SlotPool`; the row is freed when this object dies."""
 
-    __slots__ = ("__weakref__", "index", "pool_id")
+    __slots__ = ("__weakref__", "generation", "index", "pool_id")
 
     def __init__(self, pool: SlotPool, index: int) -> None:
         self.index = index
         self.pool_id = id(pool)
+        self.generation = pool.generation  # of the storage the state's view was taken from
         weakref.finalize(self, pool._release, index)
 
     def __reduce__(self):  # never travels: a restored state re-homes its tokens instead
@@ -39,6 +40,7 @@ class SlotPool:
         # Re-entrant: a dead Slot's finalizer may run (garbage collection) while this thread holds the lock.
         self._lock = threading.RLock()
         self._alive: weakref.WeakSet[Slot] = weakref.WeakSet()
+        self.generation = 0  # bumped when the storage is replaced (growth)
 
     def __len__(self) -> int:
         """Rows in use."""
@@ -78,6 +80,7 @@ class SlotPool:
         self.data = torch.zeros((2 * cap, *self.row_shape), dtype=old.dtype, device=old.device)
         self.data[:cap].copy_(old)
         self._free = list(range(2 * cap - 1, cap - 1, -1)) + self._free
+        self.generation += 1
 
     def _release(self, index: int) -> None:
         with self._lock:

@@ -76,3 +76,18 @@ def test_slots_are_reused_after_their_states_die_and_the_pool_grows():
     (again,) = pool.put(torch.ones(1, 2, 3))
     assert again.index == index
     torch.testing.assert_close(pool.view(again), torch.ones(2, 3))
+
+
+def test_states_follow_the_pool_when_it_grows(model):
+    engine = TrackingEngine(model, precision="fp32")
+    seq = generate_sequence(5, 2)
+    early = engine.initialize([seq.frames[0]] * 2, [seq.boxes[0]] * 2)
+    before = engine.family.pool.data
+    more = engine.initialize([seq.frames[0]] * 70, [seq.boxes[0]] * 70)  # past the initial 64 rows
+    pool = engine.family.pool.data
+    assert pool.shape[0] > before.shape[0]
+    stepped, _ = engine.step_arrays(early, [seq.frames[1]] * 2)
+    for old, new in zip(early, stepped):
+        torch.testing.assert_close(new.template_tokens, old.template_tokens)
+        assert new.template_tokens.untyped_storage().data_ptr() == pool.untyped_storage().data_ptr()
+    assert len(more) == 70
