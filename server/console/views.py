@@ -40,18 +40,21 @@ class LiveViews:
         self._sockets: set[web.WebSocketResponse] = set()
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="console-jpeg")
 
-    def observe(self, track: Any, frame: Any, result: pb.TrackResult) -> None:
-        """TrackManager frame observer: O(1) when the track has no open view."""
-        views = self._views.get(track.track_id)
-        if views:
+    def observe(self, track_id: str, rgb: Any, result: pb.TrackResult) -> None:
+        """TrackManager frame observer (server.commit.FrameObserver): O(1) when the track has no open view;
+        `rgb` is the decoded frame (a NumPy array, or a device tensor when frames are decoded on a GPU)."""
+        views = self._views.get(track_id)
+        if views and rgb is not None:
             for view in views:
-                view.latest = (frame.rgb, result)
+                view.latest = (rgb, result)
                 view.ready.set()
 
     def open_views(self) -> int:
         return sum(len(v) for v in self._views.values())
 
-    def encode(self, rgb: np.ndarray) -> bytes:
+    def encode(self, rgb: Any) -> bytes:
+        if not isinstance(rgb, np.ndarray):  # a torch tensor (GPU-decoded frame): copy to the host here
+            rgb = rgb.cpu().numpy()
         img = Image.fromarray(rgb)
         if img.width > self.max_width:
             img = img.resize((self.max_width, round(img.height * self.max_width / img.width)), Image.BILINEAR)
