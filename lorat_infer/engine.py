@@ -247,9 +247,9 @@ class TrackingEngine:
         if len(frames) != len(boxes_xywh):
             raise ValueError(f"{len(frames)} frames but {len(boxes_xywh)} boxes")
         batch = self._batch(frames)
-        boxes = np.stack([check_box(b, f.shape) for b, f in zip(boxes_xywh, frames)]).reshape(-1, 4)
         if not len(batch):
             return []
+        boxes = np.stack([check_box(b, f.shape) for b, f in zip(boxes_xywh, frames)])
         with self.runner.device_lock:
             return self.family.initialize(self, batch, boxes)
 
