@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 from lorat.v1 import tracker_pb2 as pb
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 
 class DecodeError(ValueError):
@@ -57,7 +57,9 @@ def decode_image(data: bytes, limits: FrameLimits) -> np.ndarray:
     except (DecodeError, FrameTooLarge):
         raise
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise DecodeError(f"frame.encoded could not be decoded as JPEG/PNG: {exc}") from None
+        # PIL's own message names the in-memory file (`<_io.BytesIO object at 0x...>`): say it plainly.
+        why = "not a JPEG or PNG image" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise DecodeError(f"frame.encoded could not be decoded as JPEG/PNG: {why}") from None
     return rgb
 
 

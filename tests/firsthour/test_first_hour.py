@@ -79,3 +79,13 @@ def test_port_in_use_names_the_port(checkpoint) -> None:  # type: ignore[no-unty
                              timeout=120)
     assert out.returncode == 1
     assert f"127.0.0.1:{port} (--metrics-port)" in out.stderr and "in use" in out.stderr
+
+
+def test_an_undecodable_frame_is_refused_in_plain_words(server) -> None:  # type: ignore[no-untyped-def]
+    frames, boxes = make_frames(8, 1)
+    server.stub.StartTrack(pb.StartTrackRequest(track_id="garbage", first_frame=frame_pb(frames[0]),
+                                                initial_box=box_pb(boxes[0])))
+    with pytest.raises(grpc.RpcError) as err:
+        server.stub.PushFrame(pb.PushFrameRequest(track_id="garbage", frame=pb.Frame(encoded=b"not an image")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a JPEG or PNG image" in err.value.details() and "BytesIO" not in err.value.details()
