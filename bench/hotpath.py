@@ -321,9 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drift-frames", type=int, default=60)
     ap.add_argument("--skip-service", action="store_true")
     ap.add_argument("--skip-b224", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (and crop gather threads); "
+                    "0 = torch's default")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     torch.manual_seed(0)
     model = build_model("tiny").eval()
