@@ -87,7 +87,9 @@ function renderTracks() {
     actions.appendChild(stop);
     const model = cell(t.model, "model");
     model.title = t.model;
-    tr.append(cell(t.track_id, "id"), source, statusCell, model, cell(fmt(t.fps, 1), "num"),
+    const id = cell(t.track_id, "id");
+    id.title = t.track_id;
+    tr.append(id, source, statusCell, model, cell(fmt(t.fps, 1), "num"),
       cell(fmt(t.frame_age_ms, 0, " ms"), "num"), cell(fmt(t.confidence, 3), "num"), cell(String(t.drops), "num"),
       actions);
     tr.addEventListener("click", () => openView(t.track_id));
