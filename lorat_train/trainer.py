@@ -249,6 +249,14 @@ class Trainer:
         start = time.perf_counter() - (self.history["elapsed_s"][-1] if self.history["elapsed_s"] else 0.0)
         if self.stopped_early:
             stop = self.step
+        if cfg.val.every and cfg.val.keep_best and self.step == 0 and not self.history["val_steps"]:
+            # the start model is a candidate too: fine-tuning on a few clips can make things worse
+            if main:
+                auc = self.validate()
+                bar.write(f"step 0: held-out success AUC {auc:.3f} (the start model)")
+                if log is not None:
+                    print(json.dumps({"step": 0, "val_auc": auc}), file=log, flush=True)
+            self.dist.barrier()
         for batches in self.batches(stop):
             window.append(self.train_step(batches))
             bar.update(1)

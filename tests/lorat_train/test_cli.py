@@ -33,7 +33,7 @@ def test_cli_trains_exports_and_resumes(tmp_path, capsys):
     assert main(["--config", config, "--no-progress"]) == 0
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 4 and summary["history"]["val_steps"] == [2, 4]
+    assert summary["steps"] == 4 and summary["history"]["val_steps"] == [0, 2, 4]  # 0: the start model
     assert 0.0 <= summary["final_val_auc"] <= 1.0
     assert 0 < summary["trainable_params"] < summary["total_params"]
     with Image.open(run / "curves.png") as img:
@@ -42,11 +42,14 @@ def test_cli_trains_exports_and_resumes(tmp_path, capsys):
     assert merged.config.embed_dim == TINY_MODEL["embed_dim"]
     load_model(merged.config, backbone=run / "release" / "backbone.pth", adapter=run / "release" / "adapter.bin")
 
-    record_path = tmp_path / "training-config.yaml"
-    assert release_default.main([str(run), "--out", str(record_path)]) == 0
+    package = tmp_path / "package"
+    package.mkdir()
+    assert release_default.main([str(run), "--model", str(run / "model.safetensors"), "--out-dir", str(package)]) == 0
+    record_path = package / "training-config.yaml"
+    assert load_model(package / "lorat-default.safetensors").config.embed_dim == TINY_MODEL["embed_dim"]
     record = yaml.safe_load(record_path.read_text())["stages"]["stage1"]
     assert record["config"]["mode"] == "lora" and record["result"]["steps"] == 4
-    assert [step for step, _ in record["result"]["val_curve"]] == [2, 4]
+    assert [step for step, _ in record["result"]["val_curve"]] == [0, 2, 4]
 
     # a second call finds the finished checkpoint and does not train again
     capsys.readouterr()

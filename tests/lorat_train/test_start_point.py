@@ -61,7 +61,7 @@ def _config(root, out, **extra) -> dict:
         "data": {"sources": [{"type": "auto", "root": str(root / "footage")}], "cache_dir": str(root / "cache")},
         "optim": {"steps": 3, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "amp": "none"},
         "val": {"every": 2, "sources": [{"type": "auto", "root": str(root / "heldout" / "lasot")}],
-                "max_frames": 6},
+                "max_frames": 6, "keep_best": False},
         "log_every": 1, "checkpoint_every": 0, "device": "cpu", **extra,
     }
 
@@ -85,7 +85,7 @@ def test_finetune_from_meta_backbone_and_adapter_exports_a_matching_adapter(star
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 3 and "released.bin" in summary["start"]
     assert summary["lora"] == {"rank": 4, "alpha": 8.0, "use_rslora": False}  # the adapter's, not the default 64
-    assert summary["history"]["val_steps"] == [2, 3] and summary["best_step"] in (2, 3)
+    assert summary["history"]["val_steps"] == [2, 3] and not summary["exported_best"]
 
     exported = load_file(str(run / "release" / "adapter.bin"))
     released = load_file(str(root / "released.bin"))
@@ -123,17 +123,19 @@ def test_a_backbone_of_the_wrong_shape_is_a_clear_error(start_files, tmp_path):
 
 
 def test_early_stopping_on_held_out_auc_and_evaluate(start_files, tmp_path, capsys):
-    # lr 0: the held-out AUC cannot improve after the first evaluation, so patience 1 stops at step 2 of 10
+    # lr 0: the held-out AUC cannot improve on the start model's (evaluated at step 0), so patience 1 stops at
+    # step 1 of 10, and the exported weights are the start model's
     values = _config(start_files, tmp_path / "run", optim={"steps": 10, "batch_size": 2, "lr": 0.0, "warmup_lr": 0.0,
                                                            "min_lr": 0.0, "warmup_steps": 0, "amp": "none"})
-    values["val"] = {**values["val"], "every": 1, "patience": 1}
+    values["val"] = {**values["val"], "every": 1, "patience": 1, "keep_best": True}
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(values))
     assert main(["--config", str(path), "--no-progress"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["stopped_early"] and summary["steps"] == 2 and summary["best_step"] == 1
+    assert summary["stopped_early"] and summary["steps"] == 1 and summary["best_step"] == 0
+    assert summary["history"]["val_steps"] == [0, 1] and summary["exported_best"]
     captured = capsys.readouterr()
-    assert "early stop at step 2" in captured.out + captured.err
+    assert "early stop at step 1" in captured.out + captured.err
     # --evaluate tracks the held-out footage with the start model exactly as loaded
     assert main(["--config", str(path), "--evaluate"]) == 0
     out = capsys.readouterr().out
