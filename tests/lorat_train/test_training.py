@@ -103,3 +103,19 @@ def test_authors_augmentation_flips_the_box_with_the_image():
     outs = [augment_pair(np.random.default_rng(s), img, box, img.clone(), box.copy(), every) for s in range(20)]
     assert all(t.min() >= 0.0 and t.max() <= 1.0 for o in outs for t in (o[0], o[2]))
     assert len({round(float(o[0].sum()), 3) for o in outs}) > 5  # colour jitter / 3-augment change the pixels
+
+
+def test_loader_workers_draw_the_same_batches(make_config):
+    """Batches are a pure function of (seed, step, shard): worker processes change nothing."""
+    inline = Trainer(make_config("lora", optim={"steps": 3, "batch_size": 4, "grad_accumulation": 2,
+                                                "warmup_steps": 0, "amp": "none"}))
+    pooled = Trainer(make_config("lora", optim={"steps": 3, "batch_size": 4, "grad_accumulation": 2,
+                                                "warmup_steps": 0, "amp": "none"},
+                                 data={"sources": [{"pool_size": 3, "num_frames": 6, "refresh_every": 2,
+                                                    "options": {"size": [96, 80]}}], "workers": 2}))
+    assert pooled.workers == 2 and inline.workers == 0
+    a, b = list(inline.batches(3)), list(pooled.batches(3))
+    assert len(a) == len(b) == 3 and all(len(step) == 2 for step in b)  # 2 micro-batches of 2 pairs
+    for sa, sb in zip(a, b):
+        for ma, mb in zip(sa, sb):
+            assert torch.equal(ma.search, mb.search) and torch.equal(ma.target_boxes, mb.target_boxes)
