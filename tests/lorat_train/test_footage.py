@@ -92,3 +92,29 @@ def test_check_data_of_a_config_checks_its_training_and_held_out_sources(bad, tm
     assert main(["--config", str(path), "--check-data"]) == 1
     out = capsys.readouterr().out
     assert expect["coco-outside"] in out and str(good) not in out
+
+
+def test_trackingnet_chunks_and_split_files(tmp_path):
+    from PIL import Image
+
+    from lorat_infer.eval.datasets import write_boxes
+    from lorat_infer.eval.synthetic import generate_sequence
+
+    chunk = tmp_path / "TrackingNet" / "TRAIN_0"
+    for name, seed in (("seqA", 1), ("seqB", 2)):
+        seq = generate_sequence(seed, 12, size=SIZE)
+        (chunk / "frames" / name).mkdir(parents=True)
+        for i, frame in enumerate(seq.frames):  # 0.jpg .. 11.jpg: numeric, not lexical, order
+            Image.fromarray(frame).save(chunk / "frames" / name / f"{i}.png")
+        (chunk / "anno").mkdir(exist_ok=True)
+        write_boxes(chunk / "anno" / f"{name}.txt", seq.boxes)
+    report = Report()
+    seqs = read_path(tmp_path / "TrackingNet", report, kind="trackingnet")
+    assert not report.problems and [s.name for s in seqs] == ["seqA", "seqB"]
+    assert [p.name for p in seqs[0].frame_paths[:3]] == ["0.png", "1.png", "2.png"] and len(seqs[0]) == 12
+    split = tmp_path / "split.txt"
+    split.write_text("seqB\n")
+    data = DataOptions(sources=[SourceOptions(type="trackingnet", root=str(tmp_path / "TrackingNet"),
+                                              split_file=str(split))])
+    sampler = PairSampler(CFG, data, seed=0)
+    assert [s.name for s in sampler.sources[0].sequences] == ["seqB"]
