@@ -63,7 +63,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class ConsoleServer:
-    def __init__(self, media: Path, log: Path) -> None:
+    def __init__(self, media: Path, log: Path, extra: tuple[str, ...] = ()) -> None:
         self.grpc_port, self.http_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -71,7 +71,7 @@ class ConsoleServer:
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--grpc-port", str(self.grpc_port), "--metrics-port", "-1",
-             "--http-port", str(self.http_port), "--console-media-dir", str(media)],
+             "--http-port", str(self.http_port), "--console-media-dir", str(media), *extra],
             cwd=ROOT, env=env, stdout=self._log, stderr=self._log)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         self.stub = pb_grpc.TrackerStub(self.channel)

@@ -70,3 +70,40 @@ def test_media_dir_never_leaves_its_folder(tmp_path: Path) -> None:
             media.resolve(name)
     with pytest.raises(errors.ServiceError):
         MediaDir("").resolve("a.mp4")
+
+
+def test_a_real_server_with_a_token_file_guards_the_console(tmp_path: Path) -> None:
+    """`--auth-token-file` (the gRPC API's tokens) protects the console's API; the page stays loadable."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from .conftest import ConsoleServer
+
+    (tmp_path / "tokens").write_text("# console test\nconsole-token-1\n")
+    server = ConsoleServer(tmp_path, tmp_path / "server.log", ("--auth-token-file", str(tmp_path / "tokens")))
+    try:
+        server.wait_ready()
+
+        def get(path: str, headers: dict | None = None) -> int:
+            req = urllib.request.Request(server.url + path, headers=headers or {})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return resp.status
+            except urllib.error.HTTPError as err:
+                return err.code
+
+        assert get("/") == 200
+        info = json.loads(urllib.request.urlopen(server.url + "/api/info", timeout=10).read())
+        assert info["auth_required"] is True and info["logged_in"] is False
+        assert get("/api/tracks") == 401
+        assert get("/api/tracks", {"Authorization": "Bearer wrong"}) == 401
+        assert get("/api/tracks", {"Authorization": "Bearer console-token-1"}) == 200
+        login = urllib.request.Request(server.url + "/api/login", data=b'{"token": "console-token-1"}',
+                                       headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(login, timeout=10) as resp:
+            cookie = resp.headers["Set-Cookie"].split(";")[0]
+        assert get("/api/tracks", {"Cookie": cookie}) == 200
+        assert "console-token-1" not in server.log.read_text()  # never logged
+    finally:
+        server.stop()
