@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..log import event
 from ..urlpolicy import redact
@@ -202,6 +202,21 @@ class RedisStateStore:
             return None
         return recent[min(len(recent) - 1, int(q * len(recent)))]
 
+    async def _pipelined(self, op: str, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Many calls of one script in one round trip: plain EVALSHA (redis-py would add a SCRIPT EXISTS
+        round trip to every pipeline); after a Redis restart lost the script, load it and go again."""
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return await self._guard(op, pipe.execute())
+            except StoreUnavailable as exc:
+                if attempt or not isinstance(exc.__cause__, NoScriptError):
+                    raise
+                script.sha = await self._guard("script_load", self._redis.script_load(script.script))
+        raise AssertionError("unreachable")
+
     async def ping(self) -> bool:
         return bool(await self._guard("ping", self._redis.ping()))
 
@@ -224,10 +239,8 @@ class RedisStateStore:
         held = list(held)
         if not held:
             return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for tid, epoch in held:
-            await self._renew(keys=self._keys(tid), args=[self.owner, epoch, self.lease_ms, self.ttl_ms], client=pipe)
-        replies = await self._guard("renew", pipe.execute())
+        replies = await self._pipelined("renew", self._renew, [
+            (self._keys(tid), [self.owner, epoch, self.lease_ms, self.ttl_ms]) for tid, epoch in held])
         return {tid: (int(code), holder_name(holder) if holder else "")
                 for (tid, _), (code, holder) in zip(held, replies)}
 
@@ -246,10 +259,8 @@ class RedisStateStore:
         """The per-batch write of (track id, epoch, state record, status), one round trip, no PEXPIRE."""
         if not writes:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for tid, epoch, blob, status in writes:
-            await self._save_state(keys=self._keys(tid), args=[self.token(epoch), blob, status], client=pipe)
-        replies = await self._guard("save_state", pipe.execute())
+        replies = await self._pipelined("save_state", self._save_state, [
+            (self._keys(tid), [self.token(epoch), blob, status]) for tid, epoch, blob, status in writes])
         return [self._verdict(r) for r in replies]
 
     async def save_full(self, track_id: str, epoch: int, meta: dict, state: bytes, status: str,

@@ -10,8 +10,11 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 
 class LatencyProxy:
@@ -91,6 +94,42 @@ class LatencyProxy:
                 writer.close()
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the parent dies, so a crashed bench leaves no proxy behind."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class ProxyProcess:
+    """A `LatencyProxy` in its own process: a proxy thread inside a busy Python process waits for the GIL
+    (5 ms switch interval) at every hop, which would add far more than the delay asked for."""
+
+    def __init__(self, target_port: int, delay_s: float) -> None:
+        self.target_port = target_port
+        self.delay_s = delay_s
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> ProxyProcess:
+        root = Path(__file__).resolve().parents[2]
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.faults.harness", str(self.target_port),
+                                      str(self.delay_s)], cwd=root, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, preexec_fn=_die_with_parent)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
 def pause(pid: int) -> None:
     os.kill(pid, signal.SIGSTOP)
 
@@ -114,3 +153,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listens on {port}")
+
+
+if __name__ == "__main__":  # python -m tests.faults.harness TARGET_PORT DELAY_S: prints the proxy's port
+    proxy = LatencyProxy(int(sys.argv[1]), float(sys.argv[2])).start()
+    print(proxy.port, flush=True)
+    threading.Event().wait()
