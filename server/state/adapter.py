@@ -19,7 +19,7 @@ import numpy as np
 
 from .record import decode_record, encode_record, to_torch
 
-LARGE_BYTES = 4096  # fields at least this big belong to the template record
+LARGE_BYTES = 256  # fields at least this big belong to the template record (a box is 32 bytes)
 
 
 def _family_api() -> Any:

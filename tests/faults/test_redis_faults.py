@@ -84,20 +84,20 @@ def test_slow_redis_is_seen_by_latency_and_tracking_is_unchanged(redis_proc, che
     frames, boxes = make_frames(32, 10)
     expected = reference_boxes(engine, frames, boxes[0])
     proxy = LatencyProxy(redis_proc.port, delay_s=0.0025).start()  # +5 ms per round trip
-    s = ServerProc(proxy.url, checkpoint, tmp_path / "s.log", redis_slow_p99_ms=50).start()
+    s = ServerProc(proxy.url, checkpoint, tmp_path / "s.log", redis_slow_p99_ms=150).start()
     try:
         s.stub.StartTrack(pb.StartTrackRequest(track_id="slow", first_frame=frame_pb(frames[0]),
                                                initial_box=box_pb(boxes[0])))
         got = [s.stub.PushFrame(pb.PushFrameRequest(track_id="slow", frame=frame_pb(f)), timeout=30)
                for f in frames[1:5]]
-        assert _health(s, "redis") == SERVING  # 5 ms is under the 50 ms bound
-        proxy.delay_s = 0.1  # +200 ms per round trip: slow, but no operation fails (timeout 0.5 s)
+        _wait_health(s, "redis", SERVING, timeout=30)  # 5 ms is well under the 150 ms bound
+        proxy.delay_s = 0.15  # +300 ms per round trip: slow, but no operation fails (timeout 0.5 s)
         got += [s.stub.PushFrame(pb.PushFrameRequest(track_id="slow", frame=frame_pb(f)), timeout=30)
                 for f in frames[5:10]]
         _wait_health(s, "redis", NOT_SERVING)
         text = s.metrics_text()
         assert metric_value(text, "lorat_redis_degraded") == 1
-        assert metric_value(text, "lorat_redis_latency_p99_seconds") > 0.05
+        assert metric_value(text, "lorat_redis_latency_p99_seconds") > 0.15
         np.testing.assert_allclose([xywh(r.box) for r in got], expected, atol=1e-3)
         assert [r.status for r in got] == [pb.TRACKING] * 9
         proxy.delay_s = 0.0
