@@ -24,6 +24,7 @@ import collections
 import itertools
 import os
 import re
+import statistics
 import sys
 import tempfile
 import threading
@@ -315,11 +316,17 @@ def redis_latency(seconds: float) -> None:
     redis = RedisProc().start()
     proxy = ProxyProcess(redis.port, delay_s=0.0025).start()  # +5 ms per round trip (own process)
     try:
-        direct, busy_direct = asyncio.run(_frame_path(redis.url, state, seconds, tracks=16, inflight=8))
-        slow, busy_slow = asyncio.run(_frame_path(proxy.url, state, seconds, tracks=16, inflight=8))
+        runs: dict[str, list[tuple[float, float]]] = {"direct": [], "+5 ms": []}
+        for _ in range(3):  # alternate, so that the load of a shared machine hits both alike
+            runs["direct"].append(asyncio.run(_frame_path(redis.url, state, seconds, tracks=16, inflight=8)))
+            runs["+5 ms"].append(asyncio.run(_frame_path(proxy.url, state, seconds, tracks=16, inflight=8)))
+        direct, busy_direct = statistics.median(r[0] for r in runs["direct"]), statistics.median(
+            r[1] for r in runs["direct"])
+        slow, busy_slow = statistics.median(r[0] for r in runs["+5 ms"]), statistics.median(
+            r[1] for r in runs["+5 ms"])
         ratio = slow / direct
-        row("Redis +5 ms per round trip: frame-path throughput vs direct Redis (same run, fake 4 ms engine, "
-            "16 tracks x 8 frames in flight)", ">= 90 %",
+        row("Redis +5 ms per round trip: frame-path throughput vs direct Redis (same run, 3 alternating runs "
+            "each, medians; fake 4 ms engine, 16 tracks x 8 frames in flight)", ">= 90 %",
             f"{slow:.0f} vs {direct:.0f} frames/s = {ratio * 100:.0f} % (engine busy {busy_slow * 100:.0f} % vs "
             f"{busy_direct * 100:.0f} %)", ratio >= 0.9)
     finally:
@@ -459,7 +466,7 @@ def main() -> None:
         save_merged(build_model("tiny").eval(), ckpt)
         t0 = time.monotonic()
         lease_theft(ckpt, tmp)
-        redis_latency(10.0 if not args.quick else 5.0)
+        redis_latency(5.0 if not args.quick else 3.0)
         redis_latency_server(ckpt, tmp, 10.0 if not args.quick else 5.0)
         redis_paused(ckpt, tmp, pause_s)
         fuzz(ckpt, tmp, n_fuzz)

@@ -118,6 +118,17 @@ class StoreUnavailable(RuntimeError):
     """Redis could not be reached or answered with an error."""
 
 
+class _ScriptMissing(Exception):
+    """EVALSHA of a script Redis does not hold (a fresh or restarted Redis): load it, not an outage."""
+
+
+async def _execute(pipe: Any) -> Any:
+    try:
+        return await pipe.execute()
+    except NoScriptError:
+        raise _ScriptMissing() from None
+
+
 @dataclass(frozen=True)
 class Claim:
     ok: bool
@@ -210,10 +221,10 @@ class RedisStateStore:
             for keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             try:
-                return await self._guard(op, pipe.execute())
-            except StoreUnavailable as exc:
-                if attempt or not isinstance(exc.__cause__, NoScriptError):
-                    raise
+                return await self._guard(op, _execute(pipe))
+            except _ScriptMissing:
+                if attempt:
+                    raise StoreUnavailable(f"redis {op}: script missing after loading it") from None
                 script.sha = await self._guard("script_load", self._redis.script_load(script.script))
         raise AssertionError("unreachable")
 
