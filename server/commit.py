@@ -120,8 +120,8 @@ class Committer:
         full = [w for w in writes if latest[w[0]][0].needs_full]
         for tid, epoch, blob, status in full:  # rare: after start during an outage, or a new template
             track = latest[tid][0]
-            verdicts[tid] = await self.store.save_full(tid, epoch, track.meta_dict(), blob, status,
-                                                       adapter.encode_template(track.state, track.model_id))
+            template = await asyncio.to_thread(adapter.encode_template, track.state, track.model_id)  # device copy
+            verdicts[tid] = await self.store.save_full(tid, epoch, track.meta_dict(), blob, status, template)
             if verdicts[tid] == "":
                 track.needs_full = False
         rest = [w for w in writes if w[0] not in verdicts]

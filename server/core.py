@@ -281,7 +281,7 @@ class TrackManager:
                 holder = await self.store.save_full(
                     track.track_id, track.epoch, track.meta_dict(),
                     adapter.encode_state(track.state, track.counters()), "TRACKING",
-                    adapter.encode_template(track.state, track.model_id))
+                    await asyncio.to_thread(adapter.encode_template, track.state, track.model_id))
                 if holder != "?":
                     break
                 # Our lease lapsed (a slow RTSP start, an outage): re-take it if no other epoch came since.

@@ -77,7 +77,7 @@ class LeaseKeeper:
             if code == RENEW_MISSING:
                 written = await self.store.save_full(
                     tid, track.epoch, track.meta_dict(), adapter.encode_state(track.state, track.counters()),
-                    "TRACKING", adapter.encode_template(track.state, track.model_id))
+                    "TRACKING", await asyncio.to_thread(adapter.encode_template, track.state, track.model_id))
                 if written == "":
                     track.needs_full = False
                     event("state_rewritten", track_id=tid, why="missing in redis")
