@@ -29,7 +29,7 @@ from lorat.v1 import tracker_pb2 as pb
 from lorat_infer import InvalidInput
 
 from . import convert, errors, limits
-from .commit import Committer, Outputs
+from .commit import Committer, FrameObserver, Outputs
 from .decode import DecodeError, FrameLimits, FrameTooLarge, H264Decoder, decode_frame, payload_kind
 from .engine_loop import EngineLoop, Plan
 from .health import HealthState, Supervisor
@@ -70,9 +70,9 @@ class TrackManager:
                                       discard=self.loop.discard)
         self.committer = Committer(store=store, registry=self.registry, metrics=metrics, publish=self.publish,
                                    on_redis=self._redis_state, kick_keeper=self._kick_keeper)
-        # (track, frame, result) after each tracked frame is released, on the loop: must be cheap (the
-        # console keeps references to the latest frame per open view and encodes elsewhere). Empty: no cost.
-        self.frame_observers: list[Callable[[Track, PendingFrame, pb.TrackResult], None]] = self.committer.observers
+        # (track id, frame pixels, result) after each tracked frame is released, on the loop: must be cheap
+        # (the console keeps the latest frame per open view and encodes elsewhere). Empty: no cost.
+        self.frame_observers: list[FrameObserver] = self.committer.observers
         self.keeper: LeaseKeeper | None = None
         self.pulled = PulledSources(self, source_factory, settings) if source_factory is not None else None
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="lorat-decode")
