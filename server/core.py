@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import time
 import uuid
 from collections.abc import Callable
@@ -106,6 +107,7 @@ class TrackManager:
             self._tasks.append(asyncio.create_task(self.keeper.run(), name="lease-keeper"))
         if self.settings.track_idle_timeout_s > 0:
             self._tasks.append(asyncio.create_task(self._expire_idle(), name="idle-expiry"))
+        self._tasks.append(asyncio.create_task(_return_freed_memory(), name="malloc-trim"))
         if health is not None:
             supervised = [t for t in self._tasks if t.get_name() in ("engine-loop", "committer", "lease-keeper")]
             sup = Supervisor(health, tasks=lambda: supervised, oldest_wait=self.loop.oldest_wait,
@@ -552,3 +554,15 @@ def _check_size(track: Track, rgb: np.ndarray) -> None:
         raise errors.invalid(f"frame is {size[0]}x{size[1]} but track {track.track_id!r} started on "
                              f"{track.frame_size[0]}x{track.frame_size[1]} frames; resize it, or start a new "
                              "track for the new size")
+
+
+async def _return_freed_memory(every_s: float = 10.0) -> None:
+    """Hand freed heap back to the OS now and then (glibc keeps it after bursts of large requests, so RSS
+    would only ever grow). No-op where there is no glibc."""
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        await asyncio.to_thread(trim, 0)
