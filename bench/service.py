@@ -63,7 +63,8 @@ def start_server(ckpt: Path, redis_url: str, max_batch: int) -> tuple[subprocess
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--grpc-port", str(port), "--metrics-port", str(mport), "--redis-url",
          redis_url, "--checkpoint", str(ckpt), "--max-batch-size", str(max_batch), "--max-batch-wait-ms", "10",
-         "--max-tracks", "512", "--log-level", "WARNING", "--publish-streams", "false"],
+         "--max-tracks", "512", "--log-level", "WARNING", "--publish-streams", "false", "--http-port", "-1",
+         "--max-pending-decodes", "1024", "--track-idle-timeout-s", "0"],
         cwd=ROOT, env=env)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.TrackerStub(channel)
