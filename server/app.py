@@ -132,8 +132,10 @@ async def serve(settings: Settings) -> None:
                                 lease_ttl_s=settings.lease_ttl_s,
                                 ended_retention_s=settings.ended_retention_s,
                                 on_error=lambda op: metrics.redis_errors.labels(op).inc(),
-                                on_latency=lambda op, s: metrics.redis_op_seconds.labels(op).observe(s))
-        sinks = (_extra_sinks(redis_url, settings.redis_prefix, metrics, settings.result_stream_ttl_s)
+                                on_latency=lambda op, s: metrics.redis_op_seconds.labels(op).observe(s),
+                                cluster=settings.redis_cluster)
+        sinks = (_extra_sinks(redis_url, settings.redis_prefix, metrics, settings.result_stream_ttl_s,
+                              settings.redis_cluster)
                  if settings.publish_streams else [])
         executor = BatchExecutor(engine)
         executors = {model_id: executor}
@@ -216,16 +218,15 @@ def _rtsp_factory(settings: Settings):  # type: ignore[no-untyped-def]
     )
 
 
-def _extra_sinks(redis_url: str, redis_prefix: str, metrics: Metrics, ttl_s: float) -> list:
+def _extra_sinks(redis_url: str, redis_prefix: str, metrics: Metrics, ttl_s: float, cluster: bool = False) -> list:
     """Redis Streams publishing (`publishing/redis_streams.py`), if that module is present."""
     try:
-        import redis.asyncio as aioredis
-
         from .publishing.redis_streams import RedisStreamPublisher
+        from .state.connect import redis_client
     except ImportError:
         return []
     try:
-        client = aioredis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = redis_client(redis_url, cluster=cluster)
         count_error = lambda op, exc: metrics.redis_errors.labels(op).inc()  # noqa: E731
         return [RedisStreamPublisher(client, prefix=f"{redis_prefix}:results", on_error=count_error,
                                      stream_ttl_s=ttl_s)]

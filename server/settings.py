@@ -61,6 +61,8 @@ class Settings:
     decode_threads: int = _knob(2, "threads decoding pushed frames (off the event loop)")
     instance_id: str = _knob("", "this server's lease owner name; empty: host-pid-random")
     redis_prefix: str = _knob("lorat", "prefix of every Redis key this server writes")
+    redis_cluster: bool = _knob(False, "--redis-url names one node of a Redis Cluster: use the cluster client "
+                                       "(docs/scale-out.md)")
     drain_timeout_s: float = _knob(10.0, "on SIGTERM, longest wait for in-flight frames before exit")
     log_level: str = _knob("INFO", "DEBUG | INFO | WARNING | ERROR")
     tls_cert: str = _knob("", "PEM certificate chain: serve gRPC over TLS (with --tls-key)")
@@ -102,6 +104,8 @@ class Settings:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lease_ttl_s <= 0.05:
             raise ValueError("lease_ttl_s must be > 0.05")
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("redis_cluster needs redis_url (a node of the cluster; the embedded Redis is one node)")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together")
         if self.tls_client_ca and not self.tls_cert:

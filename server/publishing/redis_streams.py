@@ -9,6 +9,13 @@ never slow tracking. ``publish()`` only appends to a bounded in-memory buffer; o
 buffer in MULTI/EXEC batches, in order, and on Redis errors keeps the batch and retries with backoff
 (oldest buffered results are dropped, and counted, if the outage outlasts the buffer). Delivery is
 at-least-once: a connection lost after EXEC may repeat a batch; de-duplicate on (track_id, frame_number).
+
+On a Redis Cluster the all-tracks stream is dropped, not sharded: one key written by every replica for
+every frame would be one node's hot spot, and shards would give readers no order across tracks anyway.
+Readers follow the per-track streams (each a single key, so any slot), found from the track index. A batch
+is then a plain pipeline, split by node (a cluster transaction must stay within one slot).
+A per-track stream's PEXPIRE is sent with its first result, then at most every `ttl/16` (<= 60 s), not with
+every batch: one command per frame saved.
 """
 
 from __future__ import annotations
@@ -110,6 +117,9 @@ class RedisStreamPublisher:
         self.retry_max = retry_max
         self.on_error = on_error
         self.stream_ttl_ms = int(stream_ttl_s * 1000)  # 0: per-track streams never expire
+        self._expire_every = min(60.0, stream_ttl_s / 16)
+        self._expired_at: dict[str, float] = {}  # track id -> when its stream's TTL was last refreshed
+        self.cluster = _is_cluster(redis)
         self.dropped = 0
         self.published = 0
         self._pending: collections.deque[dict[str, str]] = collections.deque()
@@ -194,14 +204,32 @@ class RedisStreamPublisher:
             STREAM_BUFFERED.set(len(self._pending))
 
     async def _write(self, batch: list[dict[str, str]]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        now = time.monotonic()
+        refreshed: list[str] = []
+        async with self.redis.pipeline(transaction=not self.cluster) as pipe:
             for fields in batch:
                 pipe.xadd(self.stream_for(fields["track_id"]), fields, maxlen=self.maxlen, approximate=True)
-                pipe.xadd(self.prefix, fields, maxlen=self.maxlen_all, approximate=True)
+                if not self.cluster:
+                    pipe.xadd(self.prefix, fields, maxlen=self.maxlen_all, approximate=True)
             if self.stream_ttl_ms > 0:  # a per-track stream expires after its track's last result
                 for track_id in {fields["track_id"] for fields in batch}:
-                    pipe.pexpire(self.stream_for(track_id), self.stream_ttl_ms)
+                    if now - self._expired_at.get(track_id, -1e18) >= self._expire_every:
+                        pipe.pexpire(self.stream_for(track_id), self.stream_ttl_ms)
+                        refreshed.append(track_id)
             await pipe.execute()
+        for track_id in refreshed:
+            self._expired_at[track_id] = now
+        if len(self._expired_at) > 4 * self._buffer:  # forget long-gone tracks (their streams expire)
+            cutoff = now - self.stream_ttl_ms / 1000
+            self._expired_at = {t: at for t, at in self._expired_at.items() if at >= cutoff}
+
+
+def _is_cluster(client: Any) -> bool:
+    try:
+        from redis.asyncio.cluster import RedisCluster
+    except ImportError:
+        return False
+    return isinstance(client, RedisCluster)
 
 
 @dataclass(frozen=True)

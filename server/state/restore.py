@@ -12,12 +12,15 @@ from .. import errors
 from ..tracks import Options, Track, box_to_proto
 from .adapter import decode_state
 from .record import RecordFormatError
-from .store import StoredTrack
+from .store import LAYOUT, StoredTrack
 
 
 def track_from_stored(track_id: str, stored: StoredTrack, model_ids: tuple[str, ...]) -> Track:
     """The track as it was after its last stored frame; raises ServiceError(FAILED_PRECONDITION)."""
     meta = stored.meta
+    if stored.layout > LAYOUT:  # a newer replica wrote it (rolling upgrade): refuse, never misread
+        raise errors.precondition(f"track {track_id!r} is stored in data layout {stored.layout}; this server "
+                                  f"reads layouts up to {LAYOUT}: serve it from an upgraded replica")
     if stored.status != "TRACKING":
         raise errors.precondition(f"track {track_id!r} is {stored.status or 'unknown'}; start a new track")
     model_id = str(meta.get("model_id"))

@@ -7,6 +7,14 @@ and every script below touches a single slot):
                          template tokens), status (TRACKING / STOPPED / FAILED / MOVED), epoch (integer)
     p:lease:{id}   str   "<owner> <epoch>", SET PX lease_ttl; renewed by the owner's lease keeper
 
+The hash's `layout` field is the data layout version (LAYOUT): 1 (absent) is the layout before the field
+existed, read as is; a track written by a newer layout is refused with a clear message (state/restore.py),
+so a rolling upgrade never misreads state.
+
+On a Redis Cluster (`cluster=True`, state/connect.py) every script touches the keys of one track, i.e. one
+slot; a batch's scripts go out concurrently (redis-py blocks EVALSHA in cluster pipelines), each routed to
+its slot's master.
+
 The epoch is a fencing token: it grows by one every time a server takes a track, and every write is a
 Lua script that first checks that the lease still reads "<owner> <epoch>" -- check and write in the same
 round trip, so a server that was paused, partitioned or slow cannot overwrite its successor.
@@ -27,14 +35,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from ..log import event
 from ..urlpolicy import redact
+from .connect import redis_client
+
+LAYOUT = 2  # the data layout version written in every track hash (see the module docstring)
 
 TERMINAL = ("STOPPED", "FAILED", "MOVED", "STARTING")
 
@@ -90,11 +97,12 @@ redis.call('HSET', KEYS[2], 'state', ARGV[2], 'status', ARGV[3])
 return 1
 """
 
-# KEYS: lease, track; ARGV: token, meta, state, status, template ("" keeps it), ttl_ms, epoch.
+# KEYS: lease, track; ARGV: token, meta, state, status, template ("" keeps it), ttl_ms, epoch, layout.
 _SAVE_FULL = """
 local cur = redis.call('GET', KEYS[1])
 if cur ~= ARGV[1] then return cur end
-redis.call('HSET', KEYS[2], 'meta', ARGV[2], 'state', ARGV[3], 'status', ARGV[4], 'epoch', ARGV[7])
+redis.call('HSET', KEYS[2], 'meta', ARGV[2], 'state', ARGV[3], 'status', ARGV[4], 'epoch', ARGV[7],
+           'layout', ARGV[8])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'template', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return 1
@@ -143,6 +151,7 @@ class StoredTrack:
     template: bytes | None
     status: str
     epoch: int
+    layout: int = 1  # the data layout version it was written in (1: before the field existed)
 
 
 def holder_name(value: Any) -> str:
@@ -157,7 +166,7 @@ class RedisStateStore:
     def __init__(self, url: str, owner: str, *, prefix: str = "lorat", track_ttl_s: float = 3600.0,
                  lease_ttl_s: float = 10.0, ended_retention_s: float = 600.0, timeout_s: float = 0.5,
                  on_error: Callable[[str], None] | None = None,
-                 on_latency: Callable[[str, float], None] | None = None) -> None:
+                 on_latency: Callable[[str, float], None] | None = None, cluster: bool = False) -> None:
         self.owner = owner
         self.prefix = prefix
         self.ttl_ms = max(1, int(track_ttl_s * 1000))
@@ -166,11 +175,8 @@ class RedisStateStore:
         self._on_error = on_error or (lambda op: None)
         self._on_latency = on_latency or (lambda op, s: None)
         self._latencies: collections.deque[tuple[float, float]] = collections.deque(maxlen=2048)
-        # One retry on a broken connection only (a pooled connection from before a Redis restart); a
-        # timeout is never retried, so a slow Redis costs one timeout, not two.
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)), health_check_interval=0)
+        self.cluster = cluster
+        self._redis = redis_client(url, cluster=cluster, timeout_s=timeout_s)
         self._claim = self._redis.register_script(_CLAIM)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._renew = self._redis.register_script(_RENEW)
@@ -215,7 +221,11 @@ class RedisStateStore:
 
     async def _pipelined(self, op: str, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Many calls of one script in one round trip: plain EVALSHA (redis-py would add a SCRIPT EXISTS
-        round trip to every pipeline); after a Redis restart lost the script, load it and go again."""
+        round trip to every pipeline); after a Redis restart lost the script, load it and go again. On a
+        cluster: the calls run concurrently, each on its slot's master (the script object loads itself)."""
+        if self.cluster:
+            return list(await self._guard(op, asyncio.gather(
+                *(script(keys=keys, args=args) for keys, args in calls))))
         for attempt in range(2):
             pipe = self._redis.pipeline(transaction=False)
             for keys, args in calls:
@@ -278,7 +288,8 @@ class RedisStateStore:
                         template: bytes | None) -> str:
         reply = await self._guard("save_full", self._save_full(
             keys=self._keys(track_id),
-            args=[self.token(epoch), json.dumps(meta), state, status, template or b"", self.ttl_ms, epoch]))
+            args=[self.token(epoch), json.dumps(meta), state, status, template or b"", self.ttl_ms, epoch,
+                  LAYOUT]))
         return self._verdict(reply)
 
     async def end(self, track_id: str, epoch: int, state: bytes | None, status: str, live: bool = False) -> str:
@@ -300,7 +311,8 @@ class RedisStateStore:
         except ValueError as exc:
             raise StoreUnavailable(f"stored metadata of {track_id} is not valid JSON: {exc}") from exc
         return StoredTrack(meta=meta, state=fields[b"state"], template=fields.get(b"template"),
-                           status=fields.get(b"status", b"").decode(), epoch=int(fields.get(b"epoch", b"0")))
+                           status=fields.get(b"status", b"").decode(), epoch=int(fields.get(b"epoch", b"0")),
+                           layout=int(fields.get(b"layout", b"1")))
 
     async def track_ids(self, limit: int = 100_000) -> list[str]:
         """Ids of every track with state in Redis (SCAN, so Redis is never blocked)."""

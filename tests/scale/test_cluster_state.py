@@ -1,0 +1,89 @@
+"""Track state on a real 3-node Redis Cluster: every script stays in one slot, batches spread over the
+masters, SCAN sees every node, and the stored data layout version is enforced."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from server.errors import ServiceError
+from server.state.restore import track_from_stored
+from server.state.store import LAYOUT, RENEW_OK, RedisStateStore
+
+IDS = [f"t{i}" for i in range(24)]
+
+
+def test_store_on_cluster(cluster) -> None:  # type: ignore[no-untyped-def]
+    async def run() -> None:
+        store = RedisStateStore(cluster.url, "a#n1", lease_ttl_s=5, cluster=True)
+        other = RedisStateStore(cluster.url, "b#n2", lease_ttl_s=5, cluster=True)
+        try:
+            claims = [await store.claim(tid) for tid in IDS]
+            assert all(c.ok for c in claims)
+            assert not (await other.claim(IDS[0])).ok  # atomic across replicas, on the cluster too
+            for tid, c in zip(IDS, claims):
+                assert await store.save_full(tid, c.epoch, {"source": "push"}, b"s0", "TRACKING", b"tpl") == ""
+            # one batch of writes touching every master, one call
+            assert await store.save_states([(t, c.epoch, b"s1", "TRACKING") for t, c in zip(IDS, claims)]) \
+                == [""] * len(IDS)
+            # a stale epoch writes nothing
+            assert await store.save_states([(IDS[0], claims[0].epoch + 7, b"bad", "TRACKING")]) == ["a#n1"]
+            renewed = await store.renew([(t, c.epoch) for t, c in zip(IDS, claims)])
+            assert {code for code, _ in renewed.values()} == {RENEW_OK}
+            assert sorted(await store.track_ids()) == sorted(IDS)  # SCAN over every master
+            stored = await store.load(IDS[3])
+            assert stored is not None and stored.state == b"s1" and stored.template == b"tpl"
+            assert stored.layout == LAYOUT
+            assert await store.end(IDS[0], claims[0].epoch, None, "STOPPED") == ""
+            assert (await other.claim(IDS[0])).ok  # the id is free again
+        finally:
+            await store.close()
+            await other.close()
+
+    asyncio.run(run())
+    nodes = RedisCluster.from_url(cluster.url)
+    try:
+        used = {nodes.keyslot(f"lorat:track:{{{t}}}") for t in IDS}
+        owners = {nodes.get_node_from_key(f"lorat:track:{{{t}}}").port for t in IDS}
+        assert len(owners) == 3 and len(used) == len(IDS)  # the batch really spanned all three masters
+        for t in IDS:  # every key of a track in the same slot
+            assert nodes.keyslot(f"lorat:lease:{{{t}}}") == nodes.keyslot(f"lorat:track:{{{t}}}")
+    finally:
+        nodes.close()
+
+
+def test_newer_layout_is_refused_clearly(cluster) -> None:  # type: ignore[no-untyped-def]
+    async def load(tid: str):  # type: ignore[no-untyped-def]
+        store = RedisStateStore(cluster.url, "a#n1", cluster=True)
+        try:
+            return await store.load(tid)
+        finally:
+            await store.close()
+
+    nodes = RedisCluster.from_url(cluster.url)
+    try:
+        nodes.hset("lorat:track:{future}", mapping={"meta": "{}", "state": b"x", "template": b"y",
+                                                    "status": "TRACKING", "epoch": 3, "layout": LAYOUT + 1})
+        nodes.hset("lorat:track:{old}", mapping={"meta": "{}", "state": b"x", "status": "TRACKING", "epoch": 1})
+    finally:
+        nodes.close()
+    future = asyncio.run(load("future"))
+    assert future is not None and future.layout == LAYOUT + 1
+    with pytest.raises(ServiceError, match=f"data layout {LAYOUT + 1}"):
+        track_from_stored("future", future, ("m",))
+    old = asyncio.run(load("old"))
+    assert old is not None and old.layout == 1  # the layout before the field existed: read as before
+
+
+def test_single_node_client_is_refused_by_the_cluster(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Why --redis-cluster exists: a plain client gets MOVED for keys on other nodes."""
+    plain = redis.Redis.from_url(cluster.url)
+    try:
+        with pytest.raises(redis.exceptions.MovedError):
+            for t in IDS:
+                plain.get(f"lorat:track:{{{t}}}")
+    finally:
+        plain.close()
