@@ -113,10 +113,15 @@ class Committer:
             latest.update(outputs.states)
         if self.store is None:
             return {tid: "" for tid in latest}
-        writes = [(tid, epoch, blob, status) for tid, (track, epoch, blob, status) in latest.items()
-                  if not track.ended or track.status != pb.MOVED]
-        t0 = time.monotonic()
         verdicts: dict[str, str] = {}
+        for tid, (track, *_) in latest.items():
+            if track.ended:  # its final state was written by registry.end (STOPPED/FAILED), or it moved
+                verdicts[tid] = (track.moved_to or "another server") if track.status == pb.MOVED else ""
+        # The track's current epoch: a lease re-taken (or first taken, after an outage) since these outputs
+        # were computed is still this server's lease for this track.
+        writes = [(tid, track.epoch, blob, status) for tid, (track, _epoch, blob, status) in latest.items()
+                  if not track.ended]
+        t0 = time.monotonic()
         full = [w for w in writes if latest[w[0]][0].needs_full]
         for tid, epoch, blob, status in full:  # rare: after start during an outage, or a new template
             track = latest[tid][0]
@@ -128,9 +133,6 @@ class Committer:
         for (tid, *_), verdict in zip(rest, await self.store.save_states(rest)):
             verdicts[tid] = verdict
         self.metrics.commit_seconds.observe(time.monotonic() - t0)
-        for tid, (track, *_) in latest.items():
-            if track.ended and track.status == pb.MOVED:
-                verdicts[tid] = track.moved_to or "?"
         return verdicts
 
     async def _release(self, outputs: Outputs, verdicts: dict[str, str]) -> None:

@@ -113,7 +113,7 @@ def test_paused_owner_closes_its_camera_after_another_server_adopted_it(redis_pr
             assert time.monotonic() < deadline, "A never stopped its source"
             time.sleep(0.05)
         # A loaded 2-core CI box is no place for a tight bound; bench/faults.py reports the figure.
-        assert _log_time(closed[-1]) - resumed < 5.0
+        assert _log_time(closed[-1]) - resumed < 15.0
         info = b.stub.GetTrack(pb.GetTrackRequest(track_id="cam"))
         assert info.status == pb.TRACKING and info.owner == "cam-b"
     finally:

@@ -106,8 +106,8 @@ def test_track_whose_camera_never_returns_fails_and_is_retired(shared_redis, che
         assert "cam-gone" not in [t.track_id for t in stub.ListTracks(pb.ListTracksRequest()).tracks]
         assert metric_value(srv.metrics_text(), "lorat_active_tracks") == 0
         client = shared_redis.client()
-        assert client.get("lorat:lease:cam-gone") is None
-        assert b"FAILED" in client.hget("lorat:track:cam-gone", "state")
+        assert client.get("lorat:lease:{cam-gone}") is None
+        assert client.hget("lorat:track:{cam-gone}", "status") == b"FAILED"
     finally:
         srv.terminate()
         cam.kill()
