@@ -307,7 +307,7 @@ class RtspSource:
         reader.start()
         got_frame = False
         try:
-            while True:
+            while not self._stopping:  # Python < 3.12: wait_for can swallow the cancel when an event is ready
                 timeout = self.read_timeout if got_frame else self.open_timeout
                 try:
                     event = await asyncio.wait_for(events.get(), timeout)
@@ -330,6 +330,7 @@ class RtspSource:
                     metrics.SOURCE_OPEN_SECONDS.observe(time.monotonic() - started)
                     await self._set_state(SourceState.RUNNING, "first frame")
                 self._deliver(event.frame)
+            return got_frame
         finally:
             reader.abandon()
 
