@@ -6,9 +6,11 @@ a whole batch at once and without converting source regions to float:
 
 1. `plan_crops` (host, vectorised float64 numpy): the realised transforms of `crop_frame`, and per output
    row and column the two source taps and weights of PyTorch's bilinear kernel (same formula, in float32);
-2. `gather_grid` (host): each track's sampled pixels only - the 2S x 2S grid of (row tap, column tap)
-   pairs, uint8 channel planes, 12 S^2 bytes per track whatever the frame size (less than the source
-   rectangle whenever the crop downsamples) - into one (N, 3, 2S, 2S) staging buffer;
+2. `gather_grid` (host): each track's sampled pixels only - the (row tap, column tap) pairs, uint8
+   channel planes, 12 S^2 bytes per track whatever the frame size (less than the source rectangle
+   whenever the crop downsamples) - into one (N, 3, 2S, 2S) staging buffer, each channel plane laid out as
+   (column tap, row tap, y, x) blocks of S x S so both passes below read and write contiguous S x S
+   blocks; on the CPU the gather threads also convert each track's taps to float while they are in cache;
 3. `resample` (device): two weighted sums over the taps, padding and the ImageNet normalisation folded
    into the same expressions, output (N, 3, S, S) in the compute dtype.
 """
@@ -96,25 +98,38 @@ def plan_crops(sizes_wh: np.ndarray, nominal: CropTransform, size: int, pad_colo
 
 
 def gather_grid(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray,
-                pool: Executor | None = None, workers: int = 1, skip: Collection[int] = ()) -> None:
+                pool: Executor | None = None, workers: int = 1, skip: Collection[int] = (),
+                out_float: np.ndarray | None = None) -> None:
     """Copy each track's sampled pixels into `out` (N, 3, 2S, 2S) uint8, channel planes, taps in blocks:
-    out[c, a * S + y, b * S + x] is channel c of source pixel (rows[y, a], cols[x, b]). Only these bytes
-    are read from the (possibly huge) frame. With a `pool`, tracks are split over `workers` threads
-    (numpy's take releases the GIL). Tracks in `skip` are left alone (their frames are on the device)."""
+    out[i, c].reshape(2, 2, S, S)[b, a, y, x] is channel c of source pixel (rows[y, a], cols[x, b]). Only
+    these bytes are read from the (possibly huge) frame. With `out_float` (same shape, float32; the CPU
+    resampler's input), each track's taps are also converted there right after its gather, while they are
+    still in cache. With a `pool`, tracks are split over `workers` threads (numpy's take and casts release
+    the GIL).
+    Tracks in `skip` are left alone (their frames are on the device)."""
     n = len(frames)
     if pool is None or workers < 2 or n < 2:
-        _gather_range(frames, plan, out, 0, n, skip)
+        _gather_range(frames, plan, out, 0, n, skip, out_float)
         return
     bounds = np.linspace(0, n, min(workers, n) + 1).astype(int)
-    jobs = [pool.submit(_gather_range, frames, plan, out, lo, hi, skip) for lo, hi in itertools.pairwise(bounds)]
+    jobs = [pool.submit(_gather_range, frames, plan, out, lo, hi, skip, out_float)
+            for lo, hi in itertools.pairwise(bounds)]
     for job in jobs:
         job.result()
 
 
+def _tap_index(rows: np.ndarray, cols: np.ndarray, width: int, out: np.ndarray) -> np.ndarray:
+    """Flat (H, W, 3) offsets of channel 0, shaped (2, 2, S, S) as [column tap, row tap, y, x]."""
+    s = rows.shape[0]
+    row_off = (rows.T * (width * 3)).reshape(1, 2, s, 1)
+    col_off = (cols.T * 3).reshape(2, 1, 1, s)
+    return np.add(row_off, col_off, out=out)
+
+
 def _gather_range(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, lo: int, hi: int,
-                  skip: Collection[int] = ()) -> None:
-    s2 = 2 * plan.size
-    index = np.empty((s2, s2), dtype=np.int64)
+                  skip: Collection[int] = (), out_float: np.ndarray | None = None) -> None:
+    s = plan.size
+    index = np.empty((2, 2, s, s), dtype=np.int64)
     for i in range(lo, hi):
         if i in skip:
             continue
@@ -122,23 +137,23 @@ def _gather_range(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, lo:
         if not frame.flags.c_contiguous:
             frame = np.ascontiguousarray(frame)
         flat = frame.reshape(-1)
-        row_off = plan.rows[i].T.reshape(s2) * (frame.shape[1] * 3)
-        col_off = plan.cols[i].T.reshape(s2) * 3
-        np.add(row_off[:, None], col_off[None, :], out=index)
+        _tap_index(plan.rows[i], plan.cols[i], frame.shape[1], index)
+        planes = out[i].reshape(3, 2, 2, s, s)
         for c in range(3):
-            np.take(flat[c:], index, out=out[i, c], mode="clip")
+            np.take(flat[c:], index, out=planes[c], mode="clip")
+        if out_float is not None:
+            np.copyto(out_float[i], out[i], casting="safe")
 
 
 def gather_on_device(frame: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
     """`gather_grid` for one (H, W, 3) uint8 frame already on the device (e.g. decoded by nvJPEG):
     (3, 2S, 2S) uint8 on the frame's device. Only the two (S, 2) tap tables travel."""
-    s2 = rows.size
+    s = rows.shape[0]
     dev = frame.device
-    row_off = torch.from_numpy(np.ascontiguousarray(rows.T.reshape(s2)) * (frame.shape[1] * 3)).to(dev)
-    col_off = torch.from_numpy(np.ascontiguousarray(cols.T.reshape(s2)) * 3).to(dev)
-    index = row_off[:, None] + col_off[None, :]
+    index = _tap_index(rows, cols, frame.shape[1], np.empty((2, 2, s, s), dtype=np.int64))
+    index = torch.from_numpy(index).to(dev).view(1, 2 * s, 2 * s)
     channels = torch.arange(3, device=dev).view(3, 1, 1)
-    return frame.contiguous().view(-1)[index[None] + channels]
+    return frame.contiguous().view(-1)[index + channels]
 
 
 def mean_colors(frames: list[np.ndarray]) -> np.ndarray:
@@ -169,12 +184,13 @@ def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.dtype,
              work: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, 3, 2S, 2S) uint8 sampled pixels + (N, 6S + 3) params -> (N, 3, S, S) normalised crops in `dtype`.
+    """(N, 3, 2S, 2S) sampled pixels (`gather_grid`'s layout; uint8, or already float32) + (N, 6S + 3)
+    params -> (N, 3, S, S) normalised crops in `dtype`.
 
-    Pure tensor code on the grid's device (compilable, graph-capturable): two weighted sums over contiguous
-    tap blocks, computed in place in one float buffer (`work`, reused between calls on the CPU, where fresh
-    large tensors cost page faults), with the padding colour and the normalisation folded into the
-    constant terms."""
+    Pure tensor code on the grid's device (compilable, graph-capturable): two weighted sums over
+    contiguous S x S tap blocks, computed in place in one float buffer (the float grid itself, or `work`,
+    reused between calls on the CPU, where fresh large tensors cost page faults), with the padding colour
+    and the normalisation folded into the constant terms."""
     n, s = grid.shape[0], size
     a, b = _norm_constants(grid.device)
     wy = params[:, : 2 * s].view(n, s, 2)
@@ -182,13 +198,17 @@ def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.d
     my = params[:, 4 * s : 5 * s]
     mx = params[:, 5 * s : 6 * s]
     pad = params[:, 6 * s :].view(n, 3, 1, 1)
-    g = grid.float() if work is None else work.copy_(grid)
-    # Rows: t = wy0 * g[row tap 0] + wy1 * g[row tap 1] + the padding colour on rows outside the region.
-    t = g[:, :, :s].mul_(wy[:, :, 0].reshape(n, 1, s, 1))
-    t.addcmul_(g[:, :, s:], wy[:, :, 1].reshape(n, 1, s, 1))
-    t.add_((1 - my).view(n, 1, s, 1) * pad)
+    if grid.dtype == torch.float32:
+        g = grid
+    else:
+        g = grid.float() if work is None else work.copy_(grid)
+    g = g.view(n, 3, 2, 2, s, s)  # [column tap b, row tap a, y, x]
+    # Rows: t[b] = wy0 * g[b, row tap 0] + wy1 * g[b, row tap 1] + the padding colour on rows outside.
+    t = g[:, :, :, 0].mul_(wy[:, :, 0].reshape(n, 1, 1, s, 1))
+    t.addcmul_(g[:, :, :, 1], wy[:, :, 1].reshape(n, 1, 1, s, 1))
+    t.add_(((1 - my).view(n, 1, s, 1) * pad).view(n, 3, 1, s, 1))
     # Columns, normalisation folded in: out = (wx0 t0 + wx1 t1) * a + b, padding on columns outside.
-    out = t[..., :s].mul_(wx[:, :, 0].reshape(n, 1, 1, s) * a)
-    out.addcmul_(t[..., s:], wx[:, :, 1].reshape(n, 1, 1, s) * a)
+    out = t[:, :, 0].mul_(wx[:, :, 0].reshape(n, 1, 1, s) * a)
+    out.addcmul_(t[:, :, 1], wx[:, :, 1].reshape(n, 1, 1, s) * a)
     out.add_((1 - mx).view(n, 1, 1, s) * pad * a + b)
     return torch.empty((n, 3, s, s), dtype=dtype, device=grid.device).copy_(out)  # contiguous, compute dtype

@@ -216,7 +216,7 @@ class TrackingEngine:
         frames = batch.frames if index is None else [batch.frames[i] for i in index]
         sizes = batch.sizes_wh if index is None else batch.sizes_wh[list(index)]
         grid, params, realised = self._stage(frames, sizes, nominal, size, pad_colors, len(frames))
-        return resample(grid, params, size, self.dtype, self.runner.workspace(grid)), realised
+        return resample(grid, params, size, self.dtype), realised
 
     def _stage(self, frames: list[np.ndarray], sizes: np.ndarray, nominal: CropTransform, size: int,
                pad_colors: np.ndarray, rows: int) -> tuple[torch.Tensor, torch.Tensor, CropTransform]:
@@ -227,13 +227,18 @@ class TrackingEngine:
         grid = self.runner.staging((rows, 3, 2 * size, 2 * size), torch.uint8)
         params = self.runner.staging((rows, param_width(size)), torch.float32)
         on_device = [i for i, f in enumerate(frames) if not isinstance(f, np.ndarray)]
+        # On a CPU the resampler's float input is filled by the gather threads, each track's taps converted
+        # right after their gather while they are in cache (no separate pass over the batch).
+        taps = None if self.runner.cuda else self.runner.workspace(grid)
         gather_grid(frames, plan, grid.numpy(), self._gather_pool, self._gather_workers,
-                    skip=set(on_device))
+                    skip=set(on_device), out_float=None if taps is None else taps.numpy())
         params_np = params.numpy()
         params_np[:n] = plan.params
         if rows > n:
-            grid.numpy()[n:] = 0
+            (grid if taps is None else taps).numpy()[n:] = 0
             params_np[n:] = 0
+        if taps is not None:
+            return taps, params, plan.realised
         grid_dev = self.runner.to_device(grid)
         for i in on_device:  # GPU-decoded frames: the same gather, on the device
             grid_dev[i] = gather_on_device(frames[i], plan.rows[i], plan.cols[i])
@@ -255,7 +260,7 @@ class TrackingEngine:
 
     def _device_step(self, grid: torch.Tensor, params: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         """Crop + forward + selection: one pure tensor function per batch shape (compiled / graphed)."""
-        crops = resample(grid, params, grid.shape[-1] // 2, self.dtype, self.runner.workspace(grid))
+        crops = resample(grid, params, grid.shape[-1] // 2, self.dtype)
         return self.family.device_step(crops, *inputs)
 
     @torch.inference_mode()
