@@ -26,7 +26,7 @@ from lorat_infer.defaults import RandomWeightsWarning, default_tracker_model
 from lorat_infer.loading import default_model_path
 
 from .core import TrackManager
-from .executor import BatchExecutor
+from .executor import BatchExecutor, register_engine_info
 from .health import HealthState
 from .log import event, setup_logging
 from .metrics import Metrics
@@ -125,7 +125,7 @@ async def serve(settings: Settings) -> None:
 
         model, model_id = await asyncio.to_thread(load_serving_model, settings)
         engine = await asyncio.to_thread(TrackingEngine, model, device=settings.device, precision=settings.precision)
-        event("model_loaded", model_id=model_id, device=settings.device, precision=settings.precision,
+        event("model_loaded", model_id=model_id, device=settings.device, precision=engine.precision,
               params=sum(p.numel() for p in model.parameters()))
         owner = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         store = RedisStateStore(redis_url, owner, prefix=settings.redis_prefix, track_ttl_s=settings.track_ttl_s,
@@ -144,7 +144,10 @@ async def serve(settings: Settings) -> None:
         for mid, extra_engine in extra.items():
             executors[mid] = BatchExecutor(extra_engine)
             event("model_loaded", model_id=mid, family=extra_engine.family.name, device=settings.device,
-                  precision=settings.precision, params=sum(p.numel() for p in extra_engine.model.parameters()))
+                  precision=extra_engine.precision, params=sum(p.numel() for p in extra_engine.model.parameters()))
+        register_engine_info(metrics.registry, executors)  # lorat_engine_info: what "auto" resolved to
+        if source_factory is not None:  # camera H.264 on the engine's GPU when it has one (else CPU, logged)
+            source_factory = partial(source_factory, hwaccel=executor.video_hwaccel())
         manager = TrackManager(settings, executor, model_id, metrics, store, sinks, source_factory,
                                executors=executors)
         manager.start(health_state)

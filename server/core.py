@@ -64,7 +64,8 @@ class TrackManager:
         self.limits = FrameLimits(settings.max_frame_width, settings.max_frame_height)
         self.draining = False
         self.health: HealthState | None = None
-        self.loop = EngineLoop(self.executors, max_batch_size=settings.max_batch_size,
+        max_batch, preferred_batch = settings.batch_limits()
+        self.loop = EngineLoop(self.executors, max_batch_size=max_batch, preferred_batch_size=preferred_batch,
                                max_wait_s=settings.max_batch_wait_ms / 1000, on_drop=self._on_drop,
                                on_outputs=self._on_outputs, on_fail=self._on_fail)
         self.registry = TrackRegistry(metrics=metrics, hub=self.hub, store=store, publish=self.publish,
@@ -77,6 +78,9 @@ class TrackManager:
         self.keeper: LeaseKeeper | None = None
         self.pulled = PulledSources(self, source_factory, settings) if source_factory is not None else None
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="lorat-decode")
+        # Per model: nvJPEG into its engine's GPU memory when the engine is on CUDA, else None (CPU decoding
+        # in the pool above; the executor logs why once).
+        self._gpu_jpeg = {mid: getattr(ex, "jpeg_decoder", lambda: None)() for mid, ex in self.executors.items()}
         self._decoding = 0
         self._resume_locks: dict[str, list] = {}  # track id -> [asyncio.Lock, callers]
         self._tasks: list[asyncio.Task] = []
@@ -321,7 +325,7 @@ class TrackManager:
         raise errors.invalid(f"model {limits.short(name)} is not served here; this server serves "
                              f"{', '.join(self.executors)}")
 
-    async def _decode(self, frame: pb.Frame, h264: H264Decoder | None) -> np.ndarray:
+    async def _decode(self, frame: pb.Frame, h264: H264Decoder | None, model_id: str | None = None) -> np.ndarray:
         if self._decoding >= self.settings.max_pending_decodes:
             self.metrics.requests_refused.labels("max_pending_decodes").inc()
             raise errors.exhausted(f"{self._decoding} frames are being decoded already "
@@ -331,7 +335,8 @@ class TrackManager:
         self._decoding += 1
         try:
             rgb = await asyncio.get_running_loop().run_in_executor(
-                self._decode_pool, decode_frame, frame, self.limits, h264)
+                self._decode_pool, decode_frame, frame, self.limits, h264,
+                self._gpu_jpeg.get(model_id or self.model_id))
         except DecodeError as exc:
             raise errors.invalid(str(exc)) from None
         except FrameTooLarge as exc:
@@ -369,7 +374,7 @@ class TrackManager:
                 self.registry.claims[track_id] = epoch  # the lease keeper renews it during a long start
             if kind == "first_frame":
                 h264 = H264Decoder() if payload_kind(req.first_frame) == "h264" else None
-                rgb = await self._decode(req.first_frame, h264)
+                rgb = await self._decode(req.first_frame, h264, model_id)
                 frame = PendingFrame(rgb=rgb, frame_number=0, pts=req.first_frame.pts,
                                      capture_time=convert.capture_time(req.first_frame), receive_time=time.time())
                 track = await self.init_track(track_id, rgb, box, options, "push", labels, model_id)
@@ -501,7 +506,7 @@ class TrackManager:
             track.h264 = H264Decoder()
         receive = time.time()
         try:
-            rgb = await self._decode(frame, track.h264)
+            rgb = await self._decode(frame, track.h264, track.model_id)
             _check_size(track, rgb)
         except errors.ServiceError:
             track.dropped["decode_error"] += 1

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -43,8 +45,14 @@ def payload_kind(frame: pb.Frame) -> str:
     return frame.WhichOneof("data") or ""
 
 
-def decode_image(data: bytes, limits: FrameLimits) -> np.ndarray:
-    """JPEG or PNG bytes -> RGB array; dimensions are checked before pixels are decoded."""
+# bytes -> (H, W, 3) uint8 RGB tensor on the engine's GPU (nvJPEG; `BatchExecutor.jpeg_decoder`).
+GpuJpeg = Callable[[bytes], Any]
+
+
+def decode_image(data: bytes, limits: FrameLimits, gpu_jpeg: GpuJpeg | None = None) -> np.ndarray:
+    """JPEG or PNG bytes -> RGB array; dimensions are checked before pixels are decoded. With `gpu_jpeg`
+    (the engine is on a CUDA device), a JPEG is decoded there instead and returned as a device tensor; a
+    JPEG nvJPEG refuses (e.g. CMYK) is decoded on the CPU."""
     if not data:
         raise DecodeError("frame.encoded is empty")
     try:
@@ -52,6 +60,11 @@ def decode_image(data: bytes, limits: FrameLimits) -> np.ndarray:
         if img.format not in ("JPEG", "PNG"):
             raise DecodeError(f"frame.encoded must be JPEG or PNG, got {img.format}")
         limits.check(*img.size)
+        if gpu_jpeg is not None and img.format == "JPEG":
+            try:
+                return gpu_jpeg(data)
+            except Exception:  # nvJPEG refuses some JPEGs: the CPU decodes them
+                pass
         img.draft("RGB", img.size)
         rgb = np.array(img.convert("RGB"))
     except (DecodeError, FrameTooLarge):
@@ -112,11 +125,13 @@ class H264Decoder:
         self._ctx = None  # type: ignore[assignment]
 
 
-def decode_frame(frame: pb.Frame, limits: FrameLimits, h264: H264Decoder | None) -> np.ndarray:
-    """Decode any `Frame` payload; `h264` is the track's decoder (required for h264 payloads)."""
+def decode_frame(frame: pb.Frame, limits: FrameLimits, h264: H264Decoder | None,
+                 gpu_jpeg: GpuJpeg | None = None) -> np.ndarray:
+    """Decode any `Frame` payload; `h264` is the track's decoder (required for h264 payloads); `gpu_jpeg`
+    decodes JPEGs on the engine's GPU (see `decode_image`)."""
     kind = payload_kind(frame)
     if kind == "encoded":
-        return decode_image(frame.encoded, limits)
+        return decode_image(frame.encoded, limits, gpu_jpeg)
     if kind == "raw":
         return decode_raw(frame.raw, limits)
     if kind == "h264":

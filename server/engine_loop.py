@@ -1,9 +1,12 @@
 """The engine loop: plan a batch (plain data), run it on its model's executor, hand the outputs on.
 
 Batching rules: at most one frame per track per batch (a track's next frame needs its previous state),
-one model per batch, at most `max_batch_size` frames, and a batch starts at the latest `max_wait_s`
-after its oldest ready frame arrived, or as soon as it is full. Tracks are served in the order they
-became ready, so a slow stream is simply absent from a batch: nobody waits for it.
+one model per batch, at most `max_batch_size` frames. As in Triton's dynamic batcher, a batch launches as
+soon as `preferred_batch_size` frames are ready, or else `max_wait_s` after it *could* have launched: the
+later of its oldest ready frame's arrival and the moment an engine slot became free (a frame that waited
+for a busy engine does not count that time against the wait, so a batch formed behind a running one
+still gets the chance to fill). Tracks are served in the order they became ready, so a slow stream is
+simply absent from a batch: nobody waits for it.
 
 The loop never waits on Redis or callers: outputs go to `on_outputs` (the committer's queue) and the
 next batch is planned at once. Up to `executor.max_in_flight` batches (on disjoint tracks) may run at
@@ -39,10 +42,14 @@ FailHandler = Callable[[Plan, BaseException], None]
 
 class EngineLoop:
     def __init__(self, executors: dict[str, Any], *, max_batch_size: int, max_wait_s: float,
-                 on_drop: DropHandler, on_outputs: OutputHandler, on_fail: FailHandler) -> None:
+                 on_drop: DropHandler, on_outputs: OutputHandler, on_fail: FailHandler,
+                 preferred_batch_size: int = 0) -> None:
         self.executors = executors  # model id -> executor (server/executor.py)
         self.max_batch_size = max_batch_size
+        # Launch without waiting once this many frames are ready (0 or more than the maximum: the maximum).
+        self.preferred_batch_size = min(preferred_batch_size or max_batch_size, max_batch_size)
         self.max_wait_s = max_wait_s
+        self._slot_free_at = 0.0  # when an engine slot last became free after all were busy
         self._on_drop = on_drop
         self._on_outputs = on_outputs
         self._on_fail = on_fail
@@ -112,9 +119,11 @@ class EngineLoop:
             if len(self._running) >= self._max_in_flight():
                 self._wake.clear()
                 await self._wake.wait()
+                if len(self._running) < self._max_in_flight():
+                    self._slot_free_at = time.monotonic()
                 continue
-            deadline = self._oldest_ready() + self.max_wait_s
-            while len(self._ready) < self.max_batch_size and not self._stopping:
+            deadline = max(self._oldest_ready(), self._slot_free_at) + self.max_wait_s
+            while len(self._ready) < self.preferred_batch_size and not self._stopping:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

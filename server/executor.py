@@ -57,14 +57,10 @@ class BatchExecutor:
             "max_in_flight": str(self.max_in_flight),
         }
 
-    def register_metrics(self, registry: object) -> None:
-        """Export `engine_info()` as `lorat_engine_info{...} 1` in a prometheus_client registry."""
-        from prometheus_client import Gauge
-
-        info = self.engine_info()
-        gauge = Gauge("lorat_engine_info", "How the tracking engine runs (value 1; the labels say).",
-                      list(info), registry=registry)
-        gauge.labels(**info).set(1)
+    def register_metrics(self, registry: object, model_id: str = "") -> None:
+        """Export `engine_info()` as `lorat_engine_info{model_id=..., ...} 1` in a prometheus_client
+        registry (one gauge per registry, a label set per model)."""
+        register_engine_info(registry, {model_id: self})
 
     def jpeg_decoder(self) -> Callable[[bytes], object] | None:
         """nvJPEG decoding into the engine's GPU memory when the engine can crop from device frames; None
@@ -84,3 +80,21 @@ class BatchExecutor:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
         self._init_pool.shutdown(wait=True)
+
+
+_INFO_LABELS = ("model_id", "device", "family", "precision", "compile", "cuda_graphs", "max_in_flight")
+
+
+def register_engine_info(registry: object, executors: dict[str, BatchExecutor]) -> None:
+    """`lorat_engine_info{model_id, device, family, precision, compile, cuda_graphs, max_in_flight} 1` for
+    every served model: what "auto" resolved to (e.g. bf16 weights on an AVX512-BF16 CPU) is visible on
+    the metrics page, not only in the log."""
+    from prometheus_client import Gauge
+
+    gauge = getattr(registry, "_lorat_engine_info", None)
+    if gauge is None:
+        gauge = Gauge("lorat_engine_info", "How each model's tracking engine runs (value 1; the labels say).",
+                      list(_INFO_LABELS), registry=registry)
+        registry._lorat_engine_info = gauge  # type: ignore[attr-defined]
+    for model_id, executor in executors.items():
+        gauge.labels(model_id=model_id, **executor.engine_info()).set(1)

@@ -36,9 +36,15 @@ class Settings:
                              "StartTrack.model (repeatable; environment: ';'-separated); e.g. a MixFormerV2 "
                              "file with update_interval=25")
     device: str = _knob("cpu", "torch device for the model (cpu, cuda, cuda:1, ...)")
-    precision: str = _knob("auto", "auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, fp32 on CPU)")
-    max_batch_size: int = _knob(16, "most frames (one per track) in one forward pass")
-    max_batch_wait_ms: float = _knob(5.0, "longest a ready frame waits for others to fill a batch")
+    precision: str = _knob("auto", "auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX, "
+                                   "else fp32; weights cast once, logged and in lorat_engine_info)")
+    max_batch_size: int = _knob(0, "most frames (one per track) in one forward pass (0: 64 on a CUDA device, 16 on "
+                                   "the CPU)")
+    preferred_batch_size: int = _knob(0, "a batch launches as soon as this many frames are ready, without waiting "
+                                         "(0: the maximum batch; Triton's preferred_batch_size)")
+    max_batch_wait_ms: float = _knob(5.0, "longest a batch waits for more frames once it could launch: from the later "
+                                          "of its oldest frame's arrival and a free engine slot (Triton's "
+                                          "max_queue_delay)")
     max_tracks: int = _knob(256, "most tracks one server holds; more get RESOURCE_EXHAUSTED")
     max_message_bytes: int = _knob(16 * 1024 * 1024, "largest gRPC message accepted (frames included)")
     max_frame_width: int = _knob(4096, "widest frame accepted (pixels)")
@@ -92,12 +98,13 @@ class Settings:
                 raise ValueError(f"{f.name} must be a finite number, got {value}")
         if self.default_policy not in POLICIES:
             raise ValueError(f"default_policy must be one of {POLICIES}, got {self.default_policy!r}")
-        for name in ("max_batch_size", "max_tracks", "max_message_bytes", "max_frame_width",
+        for name in ("max_tracks", "max_message_bytes", "max_frame_width",
                      "max_frame_height", "fifo_max_queue", "decode_threads", "max_concurrent_rpcs",
                      "max_watchers", "max_pending_decodes", "max_queue_per_track"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_batch_wait_ms", "track_ttl_s", "lease_ttl_s", "fifo_max_age_s", "lost_frames",
+        for name in ("max_batch_size", "preferred_batch_size", "max_batch_wait_ms", "track_ttl_s", "lease_ttl_s",
+                     "fifo_max_age_s", "lost_frames",
                      "max_labels", "max_label_bytes", "track_idle_timeout_s", "ended_retention_s",
                      "result_stream_ttl_s", "redis_slow_p99_ms", "engine_stall_s", "liveness_grace_s"):
             if getattr(self, name) < 0:
@@ -116,6 +123,12 @@ class Settings:
 
         parse_model_specs(self.model)
         return self
+
+    def batch_limits(self) -> tuple[int, int]:
+        """(maximum, preferred) batch size: 0 means 64 on a CUDA device (where large batches are nearly free
+        and feed the accelerator), 16 on the CPU; the preferred size is at most the maximum."""
+        cap = self.max_batch_size or (64 if self.device.strip().lower().startswith("cuda") else 16)
+        return cap, min(self.preferred_batch_size or cap, cap)
 
     def schemes(self) -> tuple[str, ...]:
         return tuple(s.strip().lower() for s in self.source_schemes.split(",") if s.strip())

@@ -104,8 +104,10 @@ class _Reader:
         loop: asyncio.AbstractEventLoop,
         events: asyncio.Queue[_Event],
         max_pixels: int = 4096 * 4096,
+        hwaccel: Any = None,
     ) -> None:
         self._max_pixels = max_pixels
+        self._hwaccel = hwaccel
         self._url = url
         self._options = options
         self._timeouts = (open_timeout, read_timeout)
@@ -135,7 +137,8 @@ class _Reader:
         container = None
         error = "end of stream"
         try:
-            container = av.open(self._url, mode="r", options=self._options, timeout=self._timeouts)
+            extra = {} if self._hwaccel is None else {"hwaccel": self._hwaccel}  # GPU decoding, CPU fallback
+            container = av.open(self._url, mode="r", options=self._options, timeout=self._timeouts, **extra)
             if self._abandoned.is_set():
                 return
             stream = container.streams.video[0]
@@ -174,6 +177,7 @@ class RtspSource:
     ``on_state_change(old, new, reason)`` is called on the event loop (may be a coroutine function).
     ``queue_size``: decoded frames held for a slow consumer; beyond it the oldest are dropped (a live
     camera must never back up into the network).
+    ``hwaccel``: a PyAV ``HWAccel`` (FFmpeg's CUDA decoder, from ``BatchExecutor.video_hwaccel``) or None.
     """
 
     def __init__(
@@ -190,6 +194,7 @@ class RtspSource:
         track_id: str = "",
         queue_size: int = 2,
         max_pixels: int = 4096 * 4096,
+        hwaccel: Any = None,
     ) -> None:
         if not isinstance(url, str) or "://" not in url:
             raise ValueError(f"not a stream URL: {url!r}")
@@ -202,6 +207,7 @@ class RtspSource:
         # Server-side: FFmpeg may open only the protocols this URL's scheme needs (no file:, http: ...).
         self.options["protocol_whitelist"] = protocol_whitelist(url)
         self.max_pixels = int(max_pixels)
+        self.hwaccel = hwaccel
         # FFmpeg's RTSP socket timeout (microseconds) lets an abandoned thread end by itself.
         if url.lower().startswith(("rtsp://", "rtsps://")):
             self.options.setdefault("timeout", str(int(max(open_timeout, read_timeout) * 1e6)))
@@ -301,7 +307,7 @@ class RtspSource:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[_Event] = asyncio.Queue()
         reader = _Reader(self.url, self.options, self.open_timeout, self.read_timeout, loop, events,
-                         self.max_pixels)
+                         self.max_pixels, self.hwaccel)
         self._reader = reader
         started = time.monotonic()
         reader.start()
