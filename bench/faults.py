@@ -443,11 +443,12 @@ def idle_and_soak(ckpt: Path, tmp: Path, soak_s: float) -> None:
         time.sleep(1.0)
         series = sum(1 for ln in s.metrics_text().splitlines() if "track_id=" in ln and not ln.startswith("#"))
         leases = len(list(r.scan_iter("lorat:lease:*")))
-        no_ttl = [k.decode() for k in r.scan_iter("*") if r.pttl(k) < 0 and k != b"lorat:results"]
+        no_ttl = [k.decode() for pattern in ("lorat:track:*", "lorat:lease:*", "lorat:results:*")
+                  for k in r.scan_iter(pattern) if r.pttl(k) < 0]
         listed = len(s.stub.ListTracks(pb.ListTracksRequest()).tracks)
         row("After stopping all tracks: per-track state", "only documented retention",
-            f"per-track metric series: {series}; lease keys: {leases}; keys without a TTL (besides the capped "
-            f"all-tracks stream): {len(no_ttl)}; tracks listed: {listed}",
+            f"per-track metric series: {series}; lease keys: {leases}; per-track keys without a TTL: "
+            f"{len(no_ttl)}; tracks listed: {listed}",
             series == 0 and leases == 0 and not no_ttl)
     finally:
         s.kill()

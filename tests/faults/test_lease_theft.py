@@ -61,17 +61,21 @@ def test_paused_owner_writes_nothing_and_answers_its_queued_frames(redis_proc, c
         assert all("server-b" in msg for _, msg in answers), answers
         time.sleep(1.5)  # A's lease keeper and committer have run several times since it resumed
         assert r.hgetall("lorat:track:{stolen}") == after_b  # A wrote nothing more: byte-equal
-        info = a.stub.GetTrack(pb.GetTrackRequest(track_id="stolen"))
-        assert info.status == pb.MOVED and "server-b" in info.message
-        with pytest.raises(grpc.RpcError) as err:
-            _push(a, "stolen", frames[4])
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "server-b" in err.value.details()
+        # A's own record (its GetTrack may be answered by the owner where calls are forwarded to it).
+        ended = _moved_lines(tmp_path / "a.log", "stolen")
+        assert len(ended) == 1 and "server-b" in ended[0]
+        code, msg = _answer(a, "stolen", frames[4])  # refused naming B, or served by B (forwarded)
+        assert (code == "UNAVAILABLE" and "server-b" in msg) or code == "OK", (code, msg)
         assert 'track_id="stolen"' not in a.metrics_text()  # per-track series removed
         assert metric_value(a.metrics_text(), "lorat_tracks_ended_total", 'status="MOVED"') == 1
         assert _push(b, "stolen", frames[4]).status == pb.TRACKING  # B carries on
     finally:
         a.kill()
         b.kill()
+
+
+def _moved_lines(log, track_id: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [ln for ln in log.read_text().splitlines() if f"event=track_ended track_id={track_id} status=MOVED" in ln]
 
 
 def _log_time(line: str) -> float:
@@ -102,7 +106,7 @@ def test_paused_owner_closes_its_camera_after_another_server_adopted_it(redis_pr
             resumed = time.time()
             resume(a.proc.pid)
         deadline = time.monotonic() + 10
-        while a.stub.GetTrack(pb.GetTrackRequest(track_id="cam")).status != pb.MOVED:
+        while not _moved_lines(tmp_path / "a.log", "cam"):
             assert time.monotonic() < deadline, "A did not give the track up"
             time.sleep(0.05)
         while True:  # the status turns MOVED first; the source is stopped right after

@@ -49,10 +49,11 @@ def test_idle_tracks_end_ids_are_reused_and_nothing_per_track_remains(redis_proc
         metrics = s.metrics_text()
         assert "track_id=" not in "\n".join(ln for ln in metrics.splitlines() if not ln.startswith("#"))
         assert list(r.scan_iter("lorat:lease:*")) == []
-        for key in r.scan_iter("*"):  # what remains is documented retention, each with its TTL
+        patterns = ("lorat:track:*", "lorat:lease:*", "lorat:results:*")
+        per_track = [k for pattern in patterns for k in r.scan_iter(pattern)]
+        assert per_track  # the ended tracks' hashes and result streams
+        for key in per_track:  # what remains per track is documented retention, each with its TTL
             name = key.decode()
-            if name == "lorat:results":
-                continue  # the all-tracks stream: capped by MAXLEN, not per track
             ttl = r.pttl(key)
             assert 0 < ttl <= 30_000, (name, ttl)
     finally:
