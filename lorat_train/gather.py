@@ -19,11 +19,12 @@ from pathlib import Path
 
 # package -> (folder inside the package, licence summary from its debian/copyright)
 PACKAGES = {
-    "gnome-backgrounds": ("usr/share/backgrounds/gnome", "CC-BY-SA-3.0 / CC-BY-SA-2.0 (per file, see copyright)"),
-    "mate-backgrounds": ("usr/share/backgrounds/mate", "GPL-2+ / CC-BY-SA (per file, see copyright)"),
-    "sway-backgrounds": ("usr/share/backgrounds/sway", "CC0-1.0"),
-    "plasma-workspace-wallpapers": ("usr/share/wallpapers", "LGPL-3 / CC-BY-SA-4.0 / GPL (per file, see copyright)"),
-    "opencv-doc": ("usr/share/doc/opencv-doc/examples/data", "Apache-2.0 / BSD-3-clause (OpenCV sample data)"),
+    "gnome-backgrounds": ("usr/share/backgrounds/gnome", "CC-BY-SA-3.0 (debian/copyright)"),
+    "mate-backgrounds": ("usr/share/backgrounds/mate", "GPL-2+; Ubuntu-MATE images CC-BY-SA-4.0 (debian/copyright)"),
+    "sway-backgrounds": ("usr/share/backgrounds/sway", "Expat (debian/copyright, Files: *)"),
+    "plasma-workspace-wallpapers": ("usr/share/wallpapers", "GPL-2+ (debian/copyright, Files: *)"),
+    "opencv-doc": ("usr/share/doc/opencv-doc/examples/data",
+                   "Apache-2.0 AND BSD-3-Clause (debian/copyright, Files: *)"),
 }
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # OpenCV sample files that are drawings, charts or text rather than photographs

@@ -96,7 +96,7 @@ def _mask(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
 def _cutout(rng: np.random.Generator, library: tuple[np.ndarray, ...], size: int) -> tuple[np.ndarray, np.ndarray]:
     """(RGB float patch, alpha) cut from a random photo, `size` px on its longer side at scale 1."""
     img = library[int(rng.integers(len(library)))]
-    aspect = float(np.exp(rng.uniform(-0.8, 0.8)))
+    aspect = float(np.exp(rng.uniform(-1.1, 1.0)))  # down to 1:3 (people) and up to 2.7:1
     w, h = (size, max(int(size / aspect), 6)) if aspect >= 1 else (max(int(size * aspect), 6), size)
     patch = _random_crop(rng, img, w, h, float(np.exp(rng.uniform(0.0, 1.8))))
     return patch.astype(np.float32), _mask(rng, w, h)
@@ -169,10 +169,10 @@ def generate_photo_sequence(rng: np.random.Generator, library: tuple[np.ndarray,
     big = _random_crop(rng, bg_img, int(w * 1.3), int(h * 1.3), float(np.exp(rng.uniform(0, 1.0))))
     pan = np.cumsum(rng.normal(0, rng.uniform(0, 1.5), (n, 2)), 0) + np.array([0.15 * w, 0.15 * h])
     pan = np.clip(pan, 0, [0.3 * w - 1, 0.3 * h - 1])
-    speed = float(rng.choice([0.004, 0.01, 0.02, 0.035], p=[0.25, 0.35, 0.28, 0.12]))
+    speed = float(rng.choice([0.004, 0.01, 0.02, 0.03], p=[0.3, 0.4, 0.22, 0.08]))
     size = int(np.clip(np.exp(rng.uniform(np.log(18), np.log(0.55 * min(w, h)))), 14, 0.6 * min(w, h)))
     patch, alpha = _cutout(rng, library, size)
-    if rng.random() < 0.3:  # low-contrast targets: the cut-out taken from the background photo itself
+    if rng.random() < 0.1:  # low-contrast targets: the cut-out taken from the background photo itself
         patch = _random_crop(rng, bg_img, alpha.shape[1], alpha.shape[0], float(np.exp(rng.uniform(0, 1.5))))
         patch = patch.astype(np.float32)
     target = _Mover(rng, patch, alpha, n, w, h, speed)

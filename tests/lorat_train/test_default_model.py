@@ -17,6 +17,16 @@ def test_default_model_is_packaged_small_and_loads():
     model = load_model()
     assert not model.training
     assert (path.parent / "MODEL_CARD.md").is_file() and (path.parent / "training-config.yaml").is_file()
+    # the synthetic-only model of stages 1-2: stage 3's start and bench/eval_default.py's "previous model"
+    previous = path.parent / "lorat-synthetic.safetensors"
+    assert previous.is_file() and previous.stat().st_size <= 20 * 2**20
+    assert load_model(previous).config == model.config
+
+
+def test_model_card_names_its_data_and_limits():
+    card = (default_model_path().parent / "MODEL_CARD.md").read_text()
+    for needed in ("licen", "not a substitute", "make default-model", "bench/eval_default.py"):
+        assert needed in card, needed
 
 
 def test_default_model_tracks_unseen_synthetic_sequences():
