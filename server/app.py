@@ -98,8 +98,11 @@ async def serve(settings: Settings) -> None:
         tracker = TrackerService(max_watchers=settings.max_watchers)
         limit = settings.max_message_bytes
         interceptors = [BearerAuth(TokenFile(settings.auth_token_file))] if settings.auth_token_file else []
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                          ("grpc.max_send_message_length", limit)],
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        if settings.max_connection_age_s > 0:  # clients reconnect (through the balancer) after this
+            options += [("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000))]
+        server = grpc.aio.server(options=options,
                                  interceptors=interceptors, maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
         add_to_server(tracker, server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -150,8 +153,10 @@ async def serve(settings: Settings) -> None:
             source_factory = partial(source_factory, hwaccel=executor.video_hwaccel())
         manager = TrackManager(settings, executor, model_id, metrics, store, sinks, source_factory,
                                executors=executors)
+        replicas, forwarder = await _join_replicas(settings, redis_url, owner, port, manager)
         manager.start(health_state)
         tracker.manager = manager
+        tracker.forwarder = forwarder
         console = await _start_console(settings, manager)
         health_state.set_ready(True)
         event("ready", owner=owner, model_id=model_id, grpc_port=port)
@@ -163,7 +168,12 @@ async def serve(settings: Settings) -> None:
         await health_servicer.enter_graceful_shutdown()
         if console is not None:  # no new tracks from the browser while draining
             await console.close()
+        await replicas.close()  # others stop forwarding here; our tracks' leases go with the drain
         await manager.drain()
+        if forwarder is not None:
+            await forwarder.close()
+        with contextlib.suppress(Exception):
+            await replicas.redis.aclose()
         for sink in sinks:
             with contextlib.suppress(Exception):
                 await sink.close(timeout=2.0)
@@ -176,6 +186,26 @@ async def serve(settings: Settings) -> None:
         if embedded is not None:
             embedded.stop()
     event("stopped")
+
+
+async def _join_replicas(settings: Settings, redis_url: str, owner: str, port: int, manager: TrackManager):  # type: ignore[no-untyped-def]
+    """Register in the replica registry (refusing a duplicate --instance-id) and build the forwarder."""
+    from .forward import Forwarder
+    from .replicas import ReplicaRegistry
+    from .state.connect import redis_client
+
+    host = settings.grpc_host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    address = settings.advertise_address or f"{host}:{port}"
+    # A 2 s timeout: on a loaded machine a missed beat or two is fine (the entry lives 10 s), a refusal is not.
+    replicas = ReplicaRegistry(redis_client(redis_url, cluster=settings.redis_cluster, timeout_s=2.0), owner, address,
+                               settings.max_tracks, lambda: len(manager.tracks), prefix=settings.redis_prefix)
+    await replicas.register()
+    if settings.tls_cert:  # the forwarder's channels are plaintext: no forwarding between TLS replicas yet
+        return replicas, None
+    return replicas, Forwarder(manager.store, replicas, max_message_bytes=settings.max_message_bytes,
+                               owner_timeout_s=max(1.0, settings.lease_ttl_s))
 
 
 async def _start_console(settings: Settings, manager: TrackManager):  # type: ignore[no-untyped-def]

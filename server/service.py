@@ -16,8 +16,10 @@ import grpc
 from lorat.v1 import tracker_pb2 as pb
 from lorat.v1 import tracker_pb2_grpc as pb_grpc
 
+from . import limits
 from .core import TrackManager
 from .errors import ServiceError
+from .forward import Forwarder
 from .log import event
 from .urlpolicy import redact
 
@@ -66,6 +68,7 @@ def _status(method: Callable) -> Callable:
 class TrackerService(pb_grpc.TrackerServicer):
     def __init__(self, max_watchers: int = 64) -> None:
         self.manager: TrackManager | None = None  # set once the model and Redis are ready
+        self.forwarder: Forwarder | None = None  # set when replicas register (server/forward.py)
         self.max_watchers = max_watchers
         self.watchers = 0
 
@@ -76,6 +79,17 @@ class TrackerService(pb_grpc.TrackerServicer):
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, "server is draining; retry on another replica")
         return self.manager
 
+    async def _forward(self, method: str, track_id: str, request: Any, context: Any) -> Any:
+        """The owner's answer when another live replica holds `track_id`; None: serve it here."""
+        mgr = self._mgr()
+        if self.forwarder is None or track_id in mgr.tracks:
+            return None
+        limits.check_id(track_id)
+        address = await self.forwarder.owner_address(track_id, context)
+        if address is None:
+            return None
+        return await self.forwarder.call(method, track_id, address, request, context)
+
     @_status
     async def StartTrack(self, request: pb.StartTrackRequest, context: Any) -> pb.StartTrackResponse:
         track_id, first = await self._mgr().start_track(request)
@@ -83,6 +97,9 @@ class TrackerService(pb_grpc.TrackerServicer):
 
     @_status
     async def PushFrame(self, request: pb.PushFrameRequest, context: Any) -> pb.TrackResult:
+        reply = await self._forward("PushFrame", request.track_id, request, context)
+        if reply is not None:
+            return reply
         fut = await self._mgr().push(request.track_id, request.frame)
         return await fut  # a caller that gives up cancels this: the frame is dropped, not computed
 
@@ -163,15 +180,22 @@ class TrackerService(pb_grpc.TrackerServicer):
 
     @_status
     async def StopTrack(self, request: pb.StopTrackRequest, context: Any) -> pb.TrackInfo:
-        return await self._mgr().stop_track(request.track_id)
+        reply = await self._forward("StopTrack", request.track_id, request, context)
+        return reply if reply is not None else await self._mgr().stop_track(request.track_id)
 
     @_status
     async def GetTrack(self, request: pb.GetTrackRequest, context: Any) -> pb.TrackInfo:
-        return self._mgr().get_track(request.track_id)
+        reply = await self._forward("GetTrack", request.track_id, request, context)
+        return reply if reply is not None else self._mgr().get_track(request.track_id)
 
     @_status
     async def ListTracks(self, request: pb.ListTracksRequest, context: Any) -> pb.ListTracksResponse:
-        return pb.ListTracksResponse(tracks=self._mgr().list_tracks())
+        """This replica's tracks, and with replicas registered every other live replica's too."""
+        tracks = self._mgr().list_tracks()
+        if self.forwarder is not None:
+            seen = {t.track_id for t in tracks}
+            tracks += [t for t in await self.forwarder.list_all(context) if t.track_id not in seen]
+        return pb.ListTracksResponse(tracks=tracks)
 
 
 def add_to_server(servicer: TrackerService, server: grpc.aio.Server) -> None:

@@ -69,6 +69,12 @@ class Settings:
     redis_prefix: str = _knob("lorat", "prefix of every Redis key this server writes")
     redis_cluster: bool = _knob(False, "--redis-url names one node of a Redis Cluster: use the cluster client "
                                        "(docs/scale-out.md)")
+    max_connection_age_s: float = _knob(0.0, "close each client connection after this long (GOAWAY) so that clients "
+                                             "rebalance onto new replicas (0: never)")
+    max_connection_age_grace_s: float = _knob(30.0, "calls still open on a connection that reached its age may "
+                                                    "finish within this")
+    advertise_address: str = _knob("", "host:port other replicas forward this one's tracks' calls to (empty: "
+                                       "--grpc-host and the bound port; set the pod IP on Kubernetes)")
     drain_timeout_s: float = _knob(10.0, "on SIGTERM, longest wait for in-flight frames before exit")
     log_level: str = _knob("INFO", "DEBUG | INFO | WARNING | ERROR")
     tls_cert: str = _knob("", "PEM certificate chain: serve gRPC over TLS (with --tls-key)")
@@ -106,7 +112,8 @@ class Settings:
         for name in ("max_batch_size", "preferred_batch_size", "max_batch_wait_ms", "track_ttl_s", "lease_ttl_s",
                      "fifo_max_age_s", "lost_frames",
                      "max_labels", "max_label_bytes", "track_idle_timeout_s", "ended_retention_s",
-                     "result_stream_ttl_s", "redis_slow_p99_ms", "engine_stall_s", "liveness_grace_s"):
+                     "result_stream_ttl_s", "redis_slow_p99_ms", "engine_stall_s", "liveness_grace_s",
+                     "max_connection_age_s", "max_connection_age_grace_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lease_ttl_s <= 0.05:
