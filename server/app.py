@@ -170,8 +170,6 @@ async def serve(settings: Settings) -> None:
             await console.close()
         await replicas.close()  # others stop forwarding here; our tracks' leases go with the drain
         await manager.drain()
-        if forwarder is not None:
-            await forwarder.close()
         with contextlib.suppress(Exception):
             await replicas.redis.aclose()
         for sink in sinks:
@@ -180,6 +178,8 @@ async def serve(settings: Settings) -> None:
             with contextlib.suppress(Exception):  # the Redis client _extra_sinks made for it
                 await sink.redis.aclose()
         await server.stop(grace=2.0)
+        if forwarder is not None:  # after the gRPC server: calls it forwarded finish first (their frames count)
+            await forwarder.close()
         for each in executors.values():
             each.shutdown()
     finally:
@@ -205,7 +205,7 @@ async def _join_replicas(settings: Settings, redis_url: str, owner: str, port: i
     if settings.tls_cert:  # the forwarder's channels are plaintext: no forwarding between TLS replicas yet
         return replicas, None
     return replicas, Forwarder(manager.store, replicas, max_message_bytes=settings.max_message_bytes,
-                               owner_timeout_s=max(1.0, settings.lease_ttl_s))
+                               owner_timeout_s=max(5.0, 2 * settings.lease_ttl_s))
 
 
 async def _start_console(settings: Settings, manager: TrackManager):  # type: ignore[no-untyped-def]
