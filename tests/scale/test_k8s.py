@@ -111,3 +111,17 @@ def test_wiring() -> None:
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert {"name": "LORAT_DEVICE", "value": "cuda"} in gpu["env"]
     assert gpu["livenessProbe"] == container["livenessProbe"]  # the overlay keeps the base's probes
+
+
+def test_compose_replicas_profile() -> None:
+    """deploy/docker-compose.yml's `replicas` profile: three servers on one Redis, each with its own
+    instance id and an address the others can forward to."""
+    compose = yaml.safe_load((K8S.parent / "docker-compose.yml").read_text())["services"]
+    servers = {name: svc for name, svc in compose.items() if name.startswith("lorat")}
+    assert set(servers) == {"lorat", "lorat-2", "lorat-3"}
+    assert all(servers[n]["profiles"] == ["replicas"] for n in ("lorat-2", "lorat-3"))
+    ids = {svc["environment"]["LORAT_INSTANCE_ID"] for svc in servers.values()}
+    assert len(ids) == 3
+    for name, svc in servers.items():
+        assert svc["environment"]["LORAT_ADVERTISE_ADDRESS"] == f"{name}:50051"
+        assert svc["environment"]["LORAT_REDIS_URL"] == servers["lorat"]["environment"]["LORAT_REDIS_URL"]
