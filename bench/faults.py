@@ -468,6 +468,7 @@ def main() -> None:
         ckpt = tmp / "tiny.safetensors"
         save_merged(build_model("tiny").eval(), ckpt)
         t0 = time.monotonic()
+        load0 = "/".join(f"{v:.2f}" for v in os.getloadavg())
         lease_theft(ckpt, tmp)
         redis_latency(5.0 if not args.quick else 3.0)
         redis_latency_server(ckpt, tmp, 10.0 if not args.quick else 5.0)
@@ -476,9 +477,12 @@ def main() -> None:
         idle_and_soak(ckpt, tmp, soak_s)
         total = time.monotonic() - t0
     cmd = "bench/faults.py" + (" --quick" if args.quick else "")
+    load = "/".join(f"{v:.2f}" for v in os.getloadavg())
     lines = ["# Fault figures (issue 8)", "",
              f"`.venv/bin/python {cmd}` on this machine, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-             f"{total:.0f} s in all. Real redis-server and lorat-serve processes on loopback (tiny model).", "",
+             f"{total:.0f} s in all; load average at the start {load0}, at the end {load} (1/5/15 min; "
+             f"{os.cpu_count()} cores shared with other work). Real redis-server and lorat-serve processes on "
+             "loopback (tiny model).", "",
              "| what | target | measured | verdict |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {v} |" for a, b, c, v in ROWS]
     text = "\n".join(lines) + "\n"

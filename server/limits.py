@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 from lorat.v1 import tracker_pb2 as pb
 
@@ -35,7 +36,9 @@ def check_model_name(name: str) -> None:
         raise errors.invalid(f"model name is {len(name)} characters; the limit is {MAX_MODEL_NAME}")
 
 
-def check_labels(labels: dict[str, str], s: Settings) -> dict[str, str]:
+def check_labels(labels: Mapping[str, str], s: Settings) -> dict[str, str]:
+    """Count first (cheap on the parsed map), copy last: a 20,000-entry or 1 MiB map is refused before any
+    of it becomes Python objects."""
     if len(labels) > s.max_labels:
         raise errors.invalid(f"{len(labels)} labels; the limit is {s.max_labels} (--max-labels)")
     size = sum(len(k) + len(v) for k, v in labels.items())
