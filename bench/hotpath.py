@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
+    load_start = os.getloadavg()
     torch.manual_seed(0)
     model = build_model("tiny").eval()
     batches = [int(b) for b in args.batches.split(",")]
@@ -418,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print("\n".join(lines[-5:]), flush=True)
     load = os.getloadavg()
-    lines += ["", f"Total bench time {time.perf_counter() - t_start:.0f} s; load average at the end "
-              f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores."]
+    lines += ["", f"Total bench time {time.perf_counter() - t_start:.0f} s; load average (1, 5, 15 min) at the "
+              f"start {load_start[0]:.1f}, {load_start[1]:.1f}, {load_start[2]:.1f}, at the end {load[0]:.1f}, "
+              f"{load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores (the bench's own threads count in it)."]
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
