@@ -60,6 +60,9 @@ USER 10001:10001
 WORKDIR /home/lorat
 EXPOSE 50051 9090
 # Ready = the gRPC health service reports lorat.v1.Tracker SERVING (NOT_SERVING while starting/draining).
+# With LORAT_TLS_CERT set it checks over TLS, trusting LORAT_HEALTH_CA, else LORAT_TLS_CLIENT_CA, else the
+# server's own certificate chain (self-signed); under mutual TLS it presents the server's certificate (so the
+# client CA must have signed it); LORAT_HEALTH_TLS_NAME overrides the name checked (default: 127.0.0.1).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
-    CMD ["python", "-c", "import os,sys,grpc;from grpc_health.v1 import health_pb2 as h,health_pb2_grpc as g;c=grpc.insecure_channel('127.0.0.1:'+os.environ.get('LORAT_GRPC_PORT','50051'));r=g.HealthStub(c).Check(h.HealthCheckRequest(service='lorat.v1.Tracker'),timeout=4);sys.exit(0 if r.status==h.HealthCheckResponse.SERVING else 1)"]
+    CMD ["python", "-c", "import os,sys,grpc;from grpc_health.v1 import health_pb2 as h,health_pb2_grpc as g;e=os.environ.get;r=lambda p:open(p,'rb').read();a='127.0.0.1:'+e('LORAT_GRPC_PORT','50051');t=e('LORAT_TLS_CERT');m=bool(t and e('LORAT_TLS_CLIENT_CA'));n=e('LORAT_HEALTH_TLS_NAME');c=grpc.secure_channel(a,grpc.ssl_channel_credentials(r(e('LORAT_HEALTH_CA') or e('LORAT_TLS_CLIENT_CA') or t),r(e('LORAT_TLS_KEY')) if m else None,r(t) if m else None),[('grpc.ssl_target_name_override',n)] if n else None) if t else grpc.insecure_channel(a);s=g.HealthStub(c).Check(h.HealthCheckRequest(service='lorat.v1.Tracker'),timeout=4).status;sys.exit(0 if s==h.HealthCheckResponse.SERVING else 1)"]
 ENTRYPOINT ["lorat-serve"]
