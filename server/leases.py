@@ -69,10 +69,15 @@ class LeaseKeeper:
             await self.store.ping()
             return
         verdicts = await self.store.renew(held)
+        epochs = dict(held)
         self.renewals += 1
         for tid, (code, holder) in verdicts.items():
             track = self.registry.tracks.get(tid)
             if track is None or track.ended:
+                # The track ended while this renewal was in flight: the renewal may have re-created the lease
+                # that end() had just released (the missing-lease recovery path). Drop it again, fenced.
+                if tid not in self.registry.claims and code != RENEW_LOST:
+                    await self.store.release(tid, epochs[tid])
                 continue
             if code == RENEW_MISSING:
                 written = await self.store.save_full(

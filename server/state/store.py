@@ -119,6 +119,12 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
+# KEYS: lease; ARGV: token. Drop the lease only if it is still ours (this token) -> 1 | 0.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 RENEW_OK, RENEW_MISSING, RENEW_LOST = 0, 1, 2
 
 
@@ -183,6 +189,7 @@ class RedisStateStore:
         self._save_state = self._redis.register_script(_SAVE_STATE)
         self._save_full = self._redis.register_script(_SAVE_FULL)
         self._end = self._redis.register_script(_END)
+        self._release = self._redis.register_script(_RELEASE)
 
     def track_key(self, track_id: str) -> str:
         return f"{self.prefix}:track:{{{track_id}}}"
@@ -264,6 +271,10 @@ class RedisStateStore:
             (self._keys(tid), [self.owner, epoch, self.lease_ms, self.ttl_ms]) for tid, epoch in held])
         return {tid: (int(code), holder_name(holder) if holder else "")
                 for (tid, _), (code, holder) in zip(held, replies)}
+
+    async def release(self, track_id: str, epoch: int) -> None:
+        """Drop a lease this server still holds with `epoch` (nothing else is touched)."""
+        await self._guard("release", self._release(keys=[self.lease_key(track_id)], args=[self.token(epoch)]))
 
     async def lease_holder(self, track_id: str) -> str:
         return holder_name(await self._guard("get_lease", self._redis.get(self.lease_key(track_id))))
