@@ -5,28 +5,25 @@ tracks resumed elsewhere with the boxes of an uninterrupted run. Results go to p
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import numpy as np
 import pytest
 from lorat.v1 import tracker_pb2 as pb
 from redis.cluster import RedisCluster
 
-from ..service.conftest import ServerProc, box_pb, frame_pb, make_frames, metric_value, reference_boxes, xywh
+from ..service.conftest import (
+    ServerProc,
+    box_pb,
+    frame_pb,
+    make_frames,
+    metric_value,
+    push_frame,
+    reference_boxes,
+    xywh,
+)
 
 COMMON = dict(redis_cluster="true", lease_ttl_s=1.0, max_batch_wait_ms=5, http_port=-1)
 
-
-def _push(server: ServerProc, track_id: str, frame: np.ndarray, retry_s: float = 0.0) -> pb.TrackResult:
-    deadline = time.monotonic() + retry_s
-    while True:
-        try:
-            return server.stub.PushFrame(pb.PushFrameRequest(track_id=track_id, frame=frame_pb(frame)), timeout=30)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +72,7 @@ def test_any_replica_answers_any_call(trio, seq) -> None:  # type: ignore[no-unt
     got: dict[str, list[pb.TrackResult]] = {tid: [] for tid in ids}
     for k in range(1, 6):  # round robin over the replicas, like a balancer: most calls hit a non-owner
         for j, tid in enumerate(ids):
-            got[tid].append(_push(trio[order[(k + j) % 3]], tid, frames[k]))
+            got[tid].append(push_frame(trio[order[(k + j) % 3]], tid, frames[k]))
     for tid in ids:
         np.testing.assert_allclose([xywh(r.box) for r in got[tid]], expected[:5], atol=1e-3)
         assert [r.frame_number for r in got[tid]] == [1, 2, 3, 4, 5]
@@ -87,7 +84,7 @@ def test_any_replica_answers_any_call(trio, seq) -> None:  # type: ignore[no-unt
     stopped = trio["c"].stub.StopTrack(pb.StopTrackRequest(track_id="w-a2"), timeout=10)
     assert stopped.status == pb.STOPPED and stopped.owner == "a"
     with pytest.raises(grpc.RpcError) as err:
-        _push(trio["b"], "w-a2", frames[6])
+        push_frame(trio["b"], "w-a2", frames[6])
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     forwarded = sum(metric_value(s.metrics_text(), "lorat_forwarded_calls_total") for s in trio.values())
     assert forwarded >= 12
@@ -96,8 +93,8 @@ def test_any_replica_answers_any_call(trio, seq) -> None:  # type: ignore[no-unt
 def test_sigkill_a_replica_its_push_tracks_continue_elsewhere(trio, seq, cluster) -> None:  # type: ignore[no-untyped-def]
     frames, _, expected = seq
     trio["a"].kill()  # SIGKILL: its leases lapse after lease_ttl_s, its registry entry after its TTL
-    r = _push(trio["b"], "w-a1", frames[6], retry_s=15)
-    rest = [r] + [_push(trio["c" if k % 2 else "b"], "w-a1", frames[k]) for k in range(7, 10)]
+    r = push_frame(trio["b"], "w-a1", frames[6], retry_s=15)
+    rest = [r] + [push_frame(trio["c" if k % 2 else "b"], "w-a1", frames[k]) for k in range(7, 10)]
     np.testing.assert_allclose([xywh(x.box) for x in rest], expected[5:9], atol=1e-3)
     assert trio["c"].stub.GetTrack(pb.GetTrackRequest(track_id="w-a1"), timeout=10).owner == "b"
     nodes = RedisCluster.from_url(cluster.url)

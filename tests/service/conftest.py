@@ -224,3 +224,15 @@ def server(shared_redis: RedisProc, checkpoint: Path, tmp_path_factory: pytest.T
                    instance_id="shared").start()
     yield s
     s.kill()
+
+
+def push_frame(server: ServerProc, track_id: str, frame: np.ndarray, retry_s: float = 0.0) -> pb.TrackResult:
+    """PushFrame, retrying UNAVAILABLE (a dead owner's lease not yet expired) for up to `retry_s`."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return server.stub.PushFrame(pb.PushFrameRequest(track_id=track_id, frame=frame_pb(frame)), timeout=30)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -4,8 +4,6 @@ uninterrupted run, bit for bit; online-template replacements show in the metrics
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from lorat_infer import Tracker, load_model
 from lorat_infer.mixformer import get_config
 from tests.lorat_infer.mixformer_release import write_authors_checkpoint
 
-from .conftest import ServerProc, box_pb, frame_pb, make_frames, metric_value, xywh
+from .conftest import ServerProc, box_pb, frame_pb, make_frames, metric_value, push_frame, xywh
 
 UPDATE_INTERVAL = 3
 FRAMES = 10
@@ -45,16 +43,6 @@ def _reference(path, frames, box0):  # type: ignore[no-untyped-def]
     return np.array(boxes), scores, updates
 
 
-def _push(server: ServerProc, track_id: str, frame: np.ndarray, retry_s: float = 0.0) -> pb.TrackResult:
-    deadline = time.monotonic() + retry_s
-    while True:
-        try:
-            return server.stub.PushFrame(pb.PushFrameRequest(track_id=track_id, frame=frame_pb(frame)), timeout=30)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
 
 def test_mixformer_track_resumes_on_another_server(redis_proc, checkpoint, mixformer_file, tmp_path):  # type: ignore[no-untyped-def]
     frames, boxes = make_frames(21, FRAMES)
@@ -78,8 +66,8 @@ def test_mixformer_track_resumes_on_another_server(redis_proc, checkpoint, mixfo
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "mf@" in err.value.details()
         got = []
         for f in frames[1:5]:
-            got.append(_push(a, "mf", f))
-            assert _push(a, "lo", f).model_id == lorat_id
+            got.append(push_frame(a, "mf", f))
+            assert push_frame(a, "lo", f).model_id == lorat_id
         assert all(r.model_id == mf_id for r in got)
         np.testing.assert_allclose([r.confidence for r in got], scores[:4], atol=1e-6)
         text = a.metrics_text()
@@ -96,8 +84,8 @@ def test_mixformer_track_resumes_on_another_server(redis_proc, checkpoint, mixfo
 
     b = ServerProc(redis_proc.url, checkpoint, tmp_path / "b.log", **args).start()
     try:
-        got.append(_push(b, "mf", frames[5], retry_s=5.0))  # waits out a's lease, then resumes
-        got += [_push(b, "mf", f) for f in frames[6:]]
+        got.append(push_frame(b, "mf", frames[5], retry_s=5.0))  # waits out a's lease, then resumes
+        got += [push_frame(b, "mf", f) for f in frames[6:]]
         assert [r.frame_number for r in got] == list(range(1, FRAMES))
         assert [r.status for r in got] == [pb.TRACKING] * (FRAMES - 1)
         assert "event=track_resumed track_id=mf" in (tmp_path / "b.log").read_text()

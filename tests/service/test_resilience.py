@@ -6,14 +6,23 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lorat.v1 import tracker_pb2 as pb
 
 from server.state.record import decode_record
 
-from .conftest import RedisProc, ServerProc, box_pb, frame_pb, make_frames, metric_value, reference_boxes, xywh
+from .conftest import (
+    RedisProc,
+    ServerProc,
+    box_pb,
+    frame_pb,
+    make_frames,
+    metric_value,
+    push_frame,
+    reference_boxes,
+    xywh,
+)
 
 
 def stored_counters(client, track_id: str) -> dict:  # type: ignore[no-untyped-def]
@@ -27,17 +36,6 @@ def redis_health(server: ServerProc) -> int:
     return stub.Check(health_pb2.HealthCheckRequest(service="redis"), timeout=5).status
 
 
-def _push(server: ServerProc, track_id: str, frame: np.ndarray, retry_s: float = 0.0) -> pb.TrackResult:
-    """PushFrame, retrying UNAVAILABLE (the dead server's lease) for up to `retry_s`."""
-    deadline = time.monotonic() + retry_s
-    while True:
-        try:
-            return server.stub.PushFrame(pb.PushFrameRequest(track_id=track_id, frame=frame_pb(frame)), timeout=30)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
 
 def test_sigkill_then_new_server_continues_the_track(redis_proc, checkpoint, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
     frames, boxes = make_frames(11, 10)
@@ -45,12 +43,12 @@ def test_sigkill_then_new_server_continues_the_track(redis_proc, checkpoint, eng
     a = ServerProc(redis_proc.url, checkpoint, tmp_path / "a.log", lease_ttl_s=1.0).start()
     a.stub.StartTrack(pb.StartTrackRequest(track_id="survivor", first_frame=frame_pb(frames[0]),
                                            initial_box=box_pb(boxes[0])))
-    got = [_push(a, "survivor", f) for f in frames[1:5]]
+    got = [push_frame(a, "survivor", f) for f in frames[1:5]]
     a.kill()  # SIGKILL: no chance to flush anything; what is in Redis is what was written per frame
 
     b = ServerProc(redis_proc.url, checkpoint, tmp_path / "b.log", lease_ttl_s=1.0).start()
-    got.append(_push(b, "survivor", frames[5], retry_s=5.0))  # waits out a's lease, then resumes
-    got += [_push(b, "survivor", f) for f in frames[6:8]]
+    got.append(push_frame(b, "survivor", frames[5], retry_s=5.0))  # waits out a's lease, then resumes
+    got += [push_frame(b, "survivor", f) for f in frames[6:8]]
     assert [r.frame_number for r in got] == list(range(1, 8))
     assert [r.status for r in got] == [pb.TRACKING] * 7
     np.testing.assert_allclose([xywh(r.box) for r in got], expected[:7], atol=1e-3)
@@ -61,7 +59,7 @@ def test_sigkill_then_new_server_continues_the_track(redis_proc, checkpoint, eng
     assert redis_proc.client().get("lorat:lease:{survivor}") is None
     c = ServerProc(redis_proc.url, checkpoint, tmp_path / "c.log", lease_ttl_s=1.0).start()
     try:
-        got += [_push(c, "survivor", f) for f in frames[8:10]]
+        got += [push_frame(c, "survivor", f) for f in frames[8:10]]
         np.testing.assert_allclose([xywh(r.box) for r in got], expected, atol=1e-3)
         assert got[-1].frame_number == 9
         info = c.stub.GetTrack(pb.GetTrackRequest(track_id="survivor"))
@@ -79,11 +77,11 @@ def test_redis_outage_does_not_stop_tracking(checkpoint, engine, tmp_path) -> No
     try:
         s.stub.StartTrack(pb.StartTrackRequest(track_id="steady", first_frame=frame_pb(frames[0]),
                                                initial_box=box_pb(boxes[0])))
-        got = [_push(s, "steady", f) for f in frames[1:3]]
+        got = [push_frame(s, "steady", f) for f in frames[1:3]]
         redis.stop()
         with ThreadPoolExecutor(1) as pool:
             # Redis is down: the frame is computed, but its result waits for its state write
-            pending = pool.submit(lambda: [_push(s, "steady", f) for f in frames[3:6]])
+            pending = pool.submit(lambda: [push_frame(s, "steady", f) for f in frames[3:6]])
             time.sleep(1.5)
             assert not pending.done(), "a result was released before its state was written"
             assert redis_health(s) == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -93,7 +91,7 @@ def test_redis_outage_does_not_stop_tracking(checkpoint, engine, tmp_path) -> No
             got += pending.result(timeout=30)
         client = redis.client()
         assert client.hexists("lorat:track:{steady}", "template") and client.get("lorat:lease:{steady}")
-        got += [_push(s, "steady", f) for f in frames[6:9]]
+        got += [push_frame(s, "steady", f) for f in frames[6:9]]
         counters = stored_counters(client, "steady")
         assert counters["frames_processed"] == 8 and counters["frames_received"] == 8
         assert [r.status for r in got] == [pb.TRACKING] * 8
@@ -117,7 +115,7 @@ def test_sigterm_finishes_queued_frames_and_writes_state(redis_proc, checkpoint,
     s.stub.StartTrack(pb.StartTrackRequest(track_id="queued", first_frame=frame_pb(frames[0]),
                                            initial_box=box_pb(boxes[0])))
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(_push, s, "queued", frames[1])
+        pending = pool.submit(push_frame, s, "queued", frames[1])
         deadline = time.monotonic() + 60  # the pushed frame is decoded (and then queued): the 2nd decode
         while metric_value(s.metrics_text(), "lorat_decode_seconds_count") < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
