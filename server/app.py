@@ -190,7 +190,7 @@ async def serve(settings: Settings) -> None:
 
 async def _join_replicas(settings: Settings, redis_url: str, owner: str, port: int, manager: TrackManager):  # type: ignore[no-untyped-def]
     """Register in the replica registry (refusing a duplicate --instance-id) and build the forwarder."""
-    from .forward import Forwarder
+    from .forward import Forwarder, forward_credentials
     from .replicas import ReplicaRegistry
     from .state.connect import redis_client
 
@@ -202,10 +202,15 @@ async def _join_replicas(settings: Settings, redis_url: str, owner: str, port: i
     replicas = ReplicaRegistry(redis_client(redis_url, cluster=settings.redis_cluster, timeout_s=2.0), owner, address,
                                settings.max_tracks, lambda: len(manager.tracks), prefix=settings.redis_prefix)
     await replicas.register()
-    if settings.tls_cert:  # the forwarder's channels are plaintext: no forwarding between TLS replicas yet
-        return replicas, None
+    credentials = (forward_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca,
+                                       settings.forward_ca) if settings.tls_cert else None)
+    # blocking XREADs of other replicas' result streams (WatchTracks): a socket timeout above their 1 s block
+    streams = (redis_client(redis_url, cluster=settings.redis_cluster, timeout_s=5.0)
+               if settings.publish_streams else None)
     return replicas, Forwarder(manager.store, replicas, max_message_bytes=settings.max_message_bytes,
-                               owner_timeout_s=max(5.0, 2 * settings.lease_ttl_s))
+                               owner_timeout_s=max(5.0, 2 * settings.lease_ttl_s), credentials=credentials,
+                               tls_name=settings.forward_tls_name, stream_redis=streams,
+                               stream_prefix=f"{settings.redis_prefix}:results")
 
 
 async def _start_console(settings: Settings, manager: TrackManager):  # type: ignore[no-untyped-def]

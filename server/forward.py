@@ -10,11 +10,18 @@ The owner is found from the track's lease (its instance id, cached for a second)
 (its advertised address). A forwarded call carries `lorat-forwarded` so it is never forwarded twice; the
 caller's `authorization` header and remaining deadline go with it. When the owner cannot be reached (it
 died), the cache entry is dropped and the call is served here (resume from Redis once its lease lapses).
+
+Streams (`PushFrames`, `WatchTracks`) go through server/stream_proxy.py and server/watch_remote.py, which use
+this class's channels, metadata and owner lookup. With TLS (`--tls-cert`) the channels to other replicas are
+TLS too (`forward_credentials`): they trust `--forward-ca` (else `--tls-client-ca`, else the server's own
+chain) and, under mutual TLS, present the server's own certificate as the client certificate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -37,14 +44,36 @@ def forwarded(context: Any) -> bool:
     return any(k == MARK for k, _ in (context.invocation_metadata() or ()))
 
 
+def forward_credentials(cert: str, key: str, client_ca: str, forward_ca: str = "") -> grpc.ChannelCredentials:
+    """TLS credentials for calls to other replicas of a TLS deployment.
+
+    Trusted roots: `forward_ca` (the CA that signed the replicas' server certificates), else `client_ca`
+    (one internal CA for servers and clients, the usual mTLS set-up), else `cert`'s own chain (a
+    self-signed certificate shared by the replicas, or a chain file that ends with its CA). Under mutual TLS
+    (`client_ca` set) the replica presents its own server certificate and key as its client certificate:
+    its peers require one signed by `client_ca`, and that CA must accept it (no extendedKeyUsage, or one
+    that includes clientAuth)."""
+    roots = Path(forward_ca or client_ca or cert).read_bytes()
+    if client_ca:
+        return grpc.ssl_channel_credentials(root_certificates=roots, private_key=Path(key).read_bytes(),
+                                            certificate_chain=Path(cert).read_bytes())
+    return grpc.ssl_channel_credentials(root_certificates=roots)
+
+
 class Forwarder:
     def __init__(self, store: RedisStateStore, replicas: ReplicaRegistry, *, max_message_bytes: int,
-                 holder_cache_s: float = 1.0, owner_timeout_s: float = 10.0) -> None:
+                 holder_cache_s: float = 1.0, owner_timeout_s: float = 10.0,
+                 credentials: grpc.ChannelCredentials | None = None, tls_name: str = "",
+                 stream_redis: Any = None, stream_prefix: str = "lorat:results") -> None:
         self.store = store
         self.replicas = replicas
         self.max_message_bytes = max_message_bytes
         self.holder_cache_s = holder_cache_s
         self.owner_timeout_s = owner_timeout_s  # an owner that answers nothing this long (paused) counts as away
+        self.credentials = credentials  # None: plaintext channels (the replicas serve without TLS)
+        self.tls_name = tls_name  # the name checked in the owner's certificate (empty: its address's host)
+        self.stream_redis = stream_redis  # a client for blocking XREADs of per-track result streams (or None)
+        self.stream_prefix = stream_prefix
         self._holders: dict[str, tuple[float, str]] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.forwarded = 0
@@ -79,10 +108,28 @@ class Forwarder:
         channel = self._channels.get(address)
         if channel is None:
             limit = self.max_message_bytes
-            channel = grpc.aio.insecure_channel(address, options=[
-                ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
+            options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", limit),
+                                              ("grpc.max_send_message_length", limit)]
+            if self.credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=options)
+            else:
+                if self.tls_name:
+                    options.append(("grpc.ssl_target_name_override", self.tls_name))
+                channel = grpc.aio.secure_channel(address, self.credentials, options=options)
             self._channels[address] = channel
         return pb_grpc.TrackerStub(channel)
+
+    def stub(self, address: str) -> pb_grpc.TrackerStub:
+        """The Tracker stub on another replica's (cached) channel."""
+        return self._stub(address)
+
+    def metadata(self, context: Any) -> list[tuple[str, str]]:
+        """What a forwarded call carries: the caller's `authorization` and the forwarded mark."""
+        return self._metadata(context)
+
+    def count(self, method: str) -> None:
+        self.forwarded += 1
+        FORWARDED.labels(method).inc()
 
     def _metadata(self, context: Any) -> list[tuple[str, str]]:
         meta = [(k, v) for k, v in (context.invocation_metadata() or ()) if k in _PASS]
@@ -133,3 +180,6 @@ class Forwarder:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        if self.stream_redis is not None:
+            with contextlib.suppress(Exception):  # closing only; a Redis already gone is fine
+                await self.stream_redis.aclose()

@@ -19,9 +19,12 @@ from lorat.v1 import tracker_pb2_grpc as pb_grpc
 from . import limits
 from .core import TrackManager
 from .errors import ServiceError
-from .forward import Forwarder
+from .forward import Forwarder, forwarded
 from .log import event
+from .stored_info import info_from_stored
+from .stream_proxy import PushProxy
 from .urlpolicy import redact
+from .watch_remote import RemoteWatch
 
 SERVICE = "lorat.v1.Tracker"
 
@@ -112,13 +115,19 @@ class TrackerService(pb_grpc.TrackerServicer):
         except ServiceError as exc:
             await context.abort(exc.code, exc.message)
         out: asyncio.Queue = asyncio.Queue(maxsize=64)
+        proxy = PushProxy(self.forwarder, context) if self.forwarder is not None else None  # server/stream_proxy.py
 
         async def read() -> None:
             try:
                 async for req in request_iterator:
                     try:
                         _check(req)
-                        fut = await mgr.push(req.track_id, req.frame)
+                        fut = None
+                        if proxy is not None:  # a track another live replica holds: down a stream to it
+                            limits.check_id(req.track_id)
+                            fut = await proxy.route(req, req.track_id in mgr.tracks)
+                        if fut is None:
+                            fut = await mgr.push(req.track_id, req.frame)
                     except ServiceError as exc:
                         if exc.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED) \
                                 and not isinstance(req, Malformed):
@@ -151,6 +160,8 @@ class TrackerService(pb_grpc.TrackerServicer):
                     await context.abort(exc.code, exc.message[:2000])
         finally:
             reader.cancel()
+            if proxy is not None:
+                await proxy.close()
 
     async def WatchTracks(self, request: pb.WatchTracksRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TrackResult]:
@@ -166,17 +177,32 @@ class TrackerService(pb_grpc.TrackerServicer):
                 raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "at most 1024 track_ids per WatchTracks")
         except ServiceError as exc:
             await context.abort(exc.code, exc.message)
+        ids = set(request.track_ids)
+        remote = None  # other replicas' tracks (server/watch_remote.py): their result streams or a fan-out
+        if self.forwarder is not None and not forwarded(context):
+            remote = RemoteWatch(self.forwarder, context, request, set(mgr.tracks))
+            if await remote.prepare():
+                ids = remote.hub_ids
+            else:
+                remote = None
         self.watchers += 1
-        watcher, backlog = mgr.hub.subscribe(set(request.track_ids), request.from_frame)
+        watcher, backlog = mgr.hub.subscribe(ids, request.from_frame)
+        if remote is not None:
+            remote.start(watcher.offer)
         event("watch_started", watchers=self.watchers, backlog=len(backlog))
         try:
             for result in backlog:
-                yield result
+                if remote is None or remote.accept(result):
+                    yield result
             while True:
-                yield await watcher.queue.get()
+                result = await watcher.queue.get()
+                if remote is None or remote.accept(result):
+                    yield result
         finally:
             self.watchers -= 1
             mgr.hub.unsubscribe(watcher)
+            if remote is not None:
+                await remote.close()
 
     @_status
     async def StopTrack(self, request: pb.StopTrackRequest, context: Any) -> pb.TrackInfo:
@@ -186,7 +212,22 @@ class TrackerService(pb_grpc.TrackerServicer):
     @_status
     async def GetTrack(self, request: pb.GetTrackRequest, context: Any) -> pb.TrackInfo:
         reply = await self._forward("GetTrack", request.track_id, request, context)
-        return reply if reply is not None else self._mgr().get_track(request.track_id)
+        if reply is not None:
+            return reply
+        mgr = self._mgr()
+        try:
+            return mgr.get_track(request.track_id)
+        except ServiceError as exc:  # held by no server (lease lapsed): what Redis has (server/stored_info.py)
+            if exc.code != grpc.StatusCode.NOT_FOUND or mgr.store is None:
+                raise
+            try:
+                stored = await mgr.store.load(request.track_id)
+                if stored is not None:
+                    holder = await mgr.store.lease_holder(request.track_id)
+                    return info_from_stored(request.track_id, stored, holder if holder != mgr.store.owner else "")
+            except Exception as err:  # Redis away or unreadable state: the local answer stands
+                event("stored_info_failed", 20, track_id=request.track_id, error=type(err).__name__)
+            raise
 
     @_status
     async def ListTracks(self, request: pb.ListTracksRequest, context: Any) -> pb.ListTracksResponse:

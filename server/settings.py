@@ -80,6 +80,10 @@ class Settings:
     tls_cert: str = _knob("", "PEM certificate chain: serve gRPC over TLS (with --tls-key)")
     tls_key: str = _knob("", "PEM private key of --tls-cert")
     tls_client_ca: str = _knob("", "PEM CA: clients must present a certificate it signed (mutual TLS)")
+    forward_ca: str = _knob("", "PEM CA trusted for other replicas' --tls-cert when forwarding to them (empty: "
+                                "--tls-client-ca, else --tls-cert's own chain)")
+    forward_tls_name: str = _knob("", "name checked in another replica's certificate when forwarding to it (empty: "
+                                      "the host of its advertised address)")
     auth_token_file: str = _knob("", "bearer tokens, one per line, re-read when the file changes; empty: no auth")
     allow_unauthenticated: bool = _knob(False, "allow a non-loopback --grpc-host without a token file or mTLS")
     source_schemes: str = _knob("rtsp,rtsps", "URL schemes a pulled source may use (comma-separated)")
