@@ -10,6 +10,7 @@ machinery of the frame path: batched crops from uint8 (`device_crop`), staging b
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 from collections.abc import Sequence
@@ -22,14 +23,16 @@ from torch import nn
 
 from .crop import CropTransform, clip_boxes, xywh_to_xyxy, xyxy_to_xywh
 from .device_crop import gather_grid, gather_on_device, mean_colors, param_width, plan_crops, resample
-from .family import FrameBatch, HostCrops, ModelFamily, StepArrays, TrackState, family_for
+from .family import FrameBatch, HostCrops, ModelFamily, SearchGeometry, StepArrays, TrackState, family_for
 from .precision import PRECISIONS, resolve_precision
-from .runner import StepRunner
+from .runner import StepRunner, single_threaded_pool
 
 log = logging.getLogger(__name__)
 
 # An initial box larger than this many frame widths/heights cannot be mostly visible: refuse it.
 MAX_BOX_TO_FRAME = 4
+# On a CPU, a step of at least 2 x this many tracks runs as data-parallel chunks (see `TrackingEngine`).
+MIN_CHUNK = 4
 
 __all__ = ["MAX_BOX_TO_FRAME", "PRECISIONS", "InvalidInput", "StepArrays", "TrackResult", "TrackState",
            "TrackingEngine", "check_box", "check_frame", "resolve_precision"]
@@ -140,11 +143,16 @@ class TrackingEngine:
     """Advances many tracks of one model with one batched forward per `step`.
 
     precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16 matmuls, else fp32), "fp32", "bf16",
-    "fp16". compile / cuda_graphs: None = on where they help (CUDA), False = off, True = on."""
+    "fp16". compile / cuda_graphs: None = on where they help (CUDA), False = off, True = on.
+    cpu_workers (CPU only): a step of N >= 2 * MIN_CHUNK tracks is split into this many chunks, each cropped
+    and run through the model on its own thread with one intra-op thread (no per-op OpenMP wake-ups and
+    barriers, which dominate small models' steps); None = torch's intra-op thread count, 1 = off (one
+    batched forward using torch's intra-op threads)."""
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None, precision: str = "auto",
                  compile: bool | None = None, cuda_graphs: bool | None = None,
-                 family: ModelFamily | None = None, params: dict | None = None) -> None:
+                 family: ModelFamily | None = None, params: dict | None = None,
+                 cpu_workers: int | None = None) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -164,8 +172,13 @@ class TrackingEngine:
             self.family.device_step if self.family.crops_on_host else self._device_step, self.device,
             compile=on_cuda if compile is None else compile,
             cuda_graphs=on_cuda if cuda_graphs is None else (cuda_graphs and on_cuda))
-        log.info("tracking engine: %s family on %s, weights %s (%s), compile=%s, cuda_graphs=%s",
-                 self.family.name, self.device, self.precision, why, self.runner.compiled, self.runner.graphs)
+        chunked = self.device.type == "cpu" and not self.family.crops_on_host and not self.runner.compiled
+        workers = self._gather_workers if cpu_workers is None else max(1, int(cpu_workers))
+        self.cpu_workers = workers if chunked else 1
+        self._chunk_pool: ThreadPoolExecutor | None = None  # started by the first batch that is split
+        log.info("tracking engine: %s family on %s, weights %s (%s), compile=%s, cuda_graphs=%s, cpu_workers=%d",
+                 self.family.name, self.device, self.precision, why, self.runner.compiled, self.runner.graphs,
+                 self.cpu_workers)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -219,7 +232,8 @@ class TrackingEngine:
         return resample(grid, params, size, self.dtype), realised
 
     def _stage(self, frames: list[np.ndarray], sizes: np.ndarray, nominal: CropTransform, size: int,
-               pad_colors: np.ndarray, rows: int) -> tuple[torch.Tensor, torch.Tensor, CropTransform]:
+               pad_colors: np.ndarray, rows: int, gather_threads: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor, CropTransform]:
         """Host part of a crop: plan, gather the sampled pixels into (pinned, on CUDA) staging, copy to the
         device without blocking. `rows` >= N pads the batch (to a CUDA-graph bucket) with zero rows."""
         n = len(frames)
@@ -230,8 +244,8 @@ class TrackingEngine:
         # On a CPU the resampler's float input is filled by the gather threads, each track's taps converted
         # right after their gather while they are in cache (no separate pass over the batch).
         taps = None if self.runner.cuda else self.runner.workspace(grid)
-        gather_grid(frames, plan, grid.numpy(), self._gather_pool, self._gather_workers,
-                    skip=set(on_device), out_float=None if taps is None else taps.numpy())
+        gather_grid(frames, plan, grid.numpy(), self._gather_pool if gather_threads else None,
+                    self._gather_workers, skip=set(on_device), out_float=None if taps is None else taps.numpy())
         params_np = params.numpy()
         params_np[:n] = plan.params
         if rows > n:
@@ -283,11 +297,38 @@ class TrackingEngine:
         geometry = self.family.search_geometry(states)
         with self.runner.device_lock:
             states, inputs = self.family.device_inputs(self, states)
+            if self.cpu_workers > 1 and n >= 2 * MIN_CHUNK:
+                out, realised = self._run_chunks(batch, geometry, inputs)
+                return Pending(states=states, batch=batch, realised=realised, readback=out, done=None)
             grid, params, realised = self._stage(batch.frames, batch.sizes_wh, geometry.nominal, geometry.size,
                                                  geometry.pad_colors, rows)
             out = self.runner.run(n, rows, grid, params, *inputs)
             readback, done = self.runner.read_back(out[:n])
         return Pending(states=states, batch=batch, realised=realised, readback=readback, done=done)
+
+    def _run_chunks(self, batch: FrameBatch, geometry: SearchGeometry, inputs: tuple[torch.Tensor, ...]
+                    ) -> tuple[torch.Tensor, CropTransform]:
+        """CPU: crop + forward + selection of contiguous chunks of the batch on the single-threaded chunk
+        workers, at once; -> (N, 5) output and realised transforms, in the batch's order."""
+        n = len(batch)
+        if self._chunk_pool is None:
+            self._chunk_pool = single_threaded_pool(self.cpu_workers, "lorat-chunk")
+        bounds = np.linspace(0, n, min(self.cpu_workers, n // MIN_CHUNK) + 1).astype(int)
+        nominal = geometry.nominal
+
+        @torch.inference_mode()
+        def chunk(lo: int, hi: int) -> tuple[torch.Tensor, CropTransform]:
+            part = CropTransform(nominal.scale[lo:hi], nominal.translation[lo:hi])
+            grid, params, realised = self._stage(batch.frames[lo:hi], batch.sizes_wh[lo:hi], part, geometry.size,
+                                                 geometry.pad_colors[lo:hi], hi - lo, gather_threads=False)
+            return self.runner.run(hi - lo, hi - lo, grid, params, *(x[lo:hi] for x in inputs)), realised
+
+        jobs = [self._chunk_pool.submit(chunk, lo, hi) for lo, hi in itertools.pairwise(bounds)]
+        parts = [job.result() for job in jobs]
+        out = torch.cat([p[0] for p in parts])
+        realised = CropTransform(np.concatenate([p[1].scale for p in parts]),
+                                 np.concatenate([p[1].translation for p in parts]))
+        return out, realised
 
     @torch.inference_mode()
     def finish(self, pending: Pending) -> tuple[list, StepArrays]:

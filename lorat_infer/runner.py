@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -32,7 +33,7 @@ class StepRunner:
         self._compiled_fn: Callable[..., torch.Tensor] | None = None
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
         self._pool = None
-        self._cpu_staging: dict[tuple, torch.Tensor] = {}  # CPU buffers reused under device_lock
+        self._cpu_local = threading.local()  # CPU buffers reused per thread (chunk workers run at once)
         if self.compiled:
             self._compiled_fn = self._compile(fn)
 
@@ -69,28 +70,38 @@ class StepRunner:
             return n
         return next(b for b in BUCKETS if b >= n)
 
+    @property
+    def _cpu_staging(self) -> dict[tuple, torch.Tensor]:
+        """This thread's reused CPU buffers: the engine's chunk workers stage concurrently, each into its own."""
+        buffers = getattr(self._cpu_local, "buffers", None)
+        if buffers is None:
+            buffers = self._cpu_local.buffers = {}
+        return buffers
+
     def staging(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A host buffer to fill for the device: pinned on CUDA (the caching host allocator keeps it until
-        its copy is done), a reused buffer on CPU (callers hold `device_lock` until it is consumed)."""
+        its copy is done), on CPU a buffer reused by the calling thread (consume it before its next call)."""
         if self.cuda:
             return torch.empty(shape, dtype=dtype, pin_memory=True)
         key = (shape[1:], dtype)
-        buf = self._cpu_staging.get(key)
+        staging = self._cpu_staging
+        buf = staging.get(key)
         if buf is None or buf.shape[0] < shape[0]:
             buf = torch.empty((max(shape[0], 1), *shape[1:]), dtype=dtype)
-            self._cpu_staging[key] = buf
+            staging[key] = buf
         return buf[: shape[0]]
 
     def workspace(self, grid: torch.Tensor) -> torch.Tensor | None:
-        """A reused float buffer shaped like `grid` for the CPU resampler (None on CUDA: fresh tensors are
-        cheap there and belong to the graph's pool when captured). Callers hold `device_lock`."""
+        """A float buffer shaped like `grid` for the CPU resampler, reused by the calling thread (None on
+        CUDA: fresh tensors are cheap there and belong to the graph's pool when captured)."""
         if self.cuda:
             return None
         key = ("work", tuple(grid.shape[1:]))
-        buf = self._cpu_staging.get(key)
+        staging = self._cpu_staging
+        buf = staging.get(key)
         if buf is None or buf.shape[0] < grid.shape[0]:
             buf = torch.empty(grid.shape, dtype=torch.float32)
-            self._cpu_staging[key] = buf
+            staging[key] = buf
         return buf[: grid.shape[0]]
 
     def to_device(self, host: torch.Tensor) -> torch.Tensor:
@@ -149,6 +160,29 @@ class StepRunner:
         done = torch.cuda.Event()
         done.record()
         return host, done
+
+
+def single_threaded_pool(workers: int, name: str) -> ThreadPoolExecutor:
+    """`workers` started threads whose torch ops each run on one intra-op thread.
+
+    For data-parallel chunks on a CPU: with OMP_WAIT_POLICY=PASSIVE every parallel region of every small op
+    wakes sleeping OpenMP threads, and on a busy machine waits at its barrier for the slowest; independent
+    single-threaded chunks have no per-op barrier. torch keeps the intra-op count per thread (OpenMP's
+    per-thread setting, MKL's local one) once a thread has run its lazy init, so each worker runs that init
+    and sets 1; the process-wide default (which `set_num_threads` also changes) is put back afterwards."""
+    saved = torch.get_num_threads()
+    started = threading.Barrier(workers)
+
+    def one_thread() -> None:
+        torch.get_num_threads()  # this thread's lazy init first: it would later re-read the global count
+        torch.set_num_threads(1)
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=one_thread)
+    try:
+        list(pool.map(lambda _: started.wait(timeout=60), range(workers)))  # every worker exists now
+    finally:
+        torch.set_num_threads(saved)
+    return pool
 
 
 def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
