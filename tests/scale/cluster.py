@@ -58,7 +58,9 @@ class RedisClusterProc:
         node_dir.mkdir(exist_ok=True)
         self.procs[port] = subprocess.Popen(
             [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000", "--save", "",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+             # a replica may always be promoted, however long its master has been gone (a loaded machine)
+             "--cluster-replica-validity-factor", "0", "--save", "",
              "--appendonly", "no", "--dir", str(node_dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait(lambda: self.cli(port, "PING") == "PONG", f"node {port} did not start")
@@ -76,7 +78,7 @@ class RedisClusterProc:
         out = subprocess.run([redis_cli(), "-p", str(port), *args], capture_output=True, text=True, timeout=10)
         return out.stdout.strip()
 
-    def wait_ok(self, timeout: float = 30.0) -> None:
+    def wait_ok(self, timeout: float = 60.0) -> None:
         """Every live node says cluster_state:ok and all 16384 slots are assigned."""
         def ok() -> bool:
             for port, proc in self.procs.items():
@@ -85,7 +87,14 @@ class RedisClusterProc:
                     if "cluster_state:ok" not in info or "cluster_slots_assigned:16384" not in info:
                         return False
             return True
-        self._wait(ok, "cluster not ok")
+        self._wait(ok, "cluster not ok", timeout)
+
+    def replica_of(self, master: int) -> int:
+        """The port of a live replica attached to `master` (INFO replication: slave0:ip=...,port=...)."""
+        for line in self.cli(master, "INFO", "replication").splitlines():
+            if line.startswith("slave") and "port=" in line:
+                return int(line.split("port=", 1)[1].split(",", 1)[0])
+        raise RuntimeError(f"node {master} has no replica")
 
     def masters(self) -> list[int]:
         return [p for p, proc in self.procs.items()
