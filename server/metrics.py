@@ -100,8 +100,12 @@ class Metrics:
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return server.server_address[1]
 
-    def dropped(self, track_id: str, reason: str) -> None:
+    def dropped(self, track_id: str, reason: str, *, live: bool = True) -> None:
+        """Count a dropped frame. `live=False` (the track has ended, its series are or will be forgotten)
+        counts it only in the server-wide series, so a frame answered after the end cannot re-create them."""
         self.frames_dropped.labels(reason).inc()
+        if not live:
+            return
         self.track_drops.labels(track_id, reason).inc()
         self._track_reasons.setdefault(track_id, set()).add(reason)
 

@@ -68,7 +68,7 @@ class TrackRegistry:
     def answer_dropped(self, track: Track, frame: PendingFrame, reason: str, message: str = "") -> None:
         """A frame that will not be computed: counted, its caller answered, watchers and streams told."""
         track.dropped[reason] += 1
-        self.metrics.dropped(track.track_id, reason)
+        self.metrics.dropped(track.track_id, reason, live=not track.ended)
         res = convert.result(track, frame, pb.DROPPED, track.state.box_xyxy, 0.0, drop_reason=reason,
                              message=message)
         if frame.future is not None and not frame.future.done():
@@ -80,7 +80,7 @@ class TrackRegistry:
     def answer_moved(self, track: Track, frame: PendingFrame) -> None:
         """A frame of a track that moved: UNAVAILABLE naming the new owner (retry there)."""
         track.dropped["moved"] += 1
-        self.metrics.dropped(track.track_id, "moved")
+        self.metrics.dropped(track.track_id, "moved", live=not track.ended)
         if frame.future is not None and not frame.future.done():
             frame.future.set_exception(errors.unavailable(track.message))
 
