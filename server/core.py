@@ -29,7 +29,7 @@ from lorat.v1 import tracker_pb2 as pb
 
 from lorat_infer import InvalidInput
 
-from . import convert, errors, limits
+from . import convert, errors, idempotency, limits
 from .commit import Committer, FrameObserver, Outputs
 from .decode import DecodeError, FrameLimits, FrameTooLarge, H264Decoder, decode_frame, payload_kind
 from .engine_loop import EngineLoop, Plan
@@ -200,6 +200,7 @@ class TrackManager:
             result = convert.result(track, frame, self._lost_or_tracking(track, score), res.box_xyxy, score)
             outputs.items.append((track, frame, result))
             track.last_result = result  # the counters below carry its frame number
+            track.last_push_id = frame.push_id  # and the id of the push it answers (server/idempotency.py)
             outputs.states[track.track_id] = (track, track.epoch, adapter.encode_state(new_state, track.counters()),
                                               "TRACKING")
         if outputs.items:
@@ -499,10 +500,14 @@ class TrackManager:
         event("track_resumed", track_id=track_id, frame=track.frames_received, epoch=claim.epoch)
         return track
 
-    async def push(self, track_id: str, frame: pb.Frame) -> asyncio.Future:
-        """Decode and queue one frame; -> a future of its TrackResult (a result or a drop)."""
+    async def push(self, track_id: str, frame: pb.Frame, push_id: str = "") -> asyncio.Future:
+        """Decode and queue one frame; -> a future of its TrackResult (a result or a drop). A `push_id` seen
+        before is answered with what that push got (server/idempotency.py)."""
         limits.check_capture_time(frame)
         track = await self._track_for_push(track_id)
+        again = idempotency.retried(track, push_id)
+        if again is not None:
+            return again
         track.last_activity = time.monotonic()
         if payload_kind(frame) == "h264" and track.h264 is None:
             track.h264 = H264Decoder()
@@ -521,7 +526,9 @@ class TrackManager:
         fut = asyncio.get_running_loop().create_future()
         track.last_activity = time.monotonic()
         pending = PendingFrame(rgb=rgb, frame_number=track.next_frame_number(), pts=frame.pts,
-                               capture_time=convert.capture_time(frame), receive_time=receive, future=fut)
+                               capture_time=convert.capture_time(frame), receive_time=receive, future=fut,
+                               push_id=push_id)
+        idempotency.remember(track, push_id, fut)
         self.loop.submit(track, pending)
         return fut
 

@@ -34,7 +34,7 @@ from .replicas import ReplicaRegistry
 from .state.store import RedisStateStore, StoreUnavailable
 
 MARK = "lorat-forwarded"
-_PASS = ("authorization",)
+_PASS = ("authorization", "lorat-push-id")  # the caller's token; its push id (server/idempotency.py)
 FORWARDED = Counter("lorat_forwarded_calls_total",
                     "Calls for a track another live replica owns, answered by forwarding them to it.", ["method"])
 

@@ -53,6 +53,7 @@ class PendingFrame:
     receive_time: float  # epoch seconds
     enqueued: float = field(default_factory=time.monotonic)
     future: asyncio.Future | None = None
+    push_id: str = ""  # the caller's lorat-push-id (server/idempotency.py)
 
 
 @dataclass
@@ -85,6 +86,8 @@ class Track:
     moved_to: str = ""  # the server that took the lease over
     template_fp: tuple = ()  # identity of the template part last written (state/adapter.py)
     last_activity: float = field(default_factory=time.monotonic)  # last frame received (idle timeout)
+    last_push_id: str = ""  # lorat-push-id of the frame last_result answers (stored: server/idempotency.py)
+    pushes: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # push id -> its future
 
     def mark_moved(self, holder: str) -> None:
         self.moved_to = holder
@@ -153,6 +156,7 @@ class Track:
             "last_frame_number": int(last.frame_number) if last is not None else 0,
             "last_confidence": float(last.confidence) if last is not None else 1.0,
             "last_pts": int(last.source_pts) if last is not None else 0,
+            "last_push_id": self.last_push_id,
         }
 
 

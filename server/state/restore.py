@@ -44,6 +44,7 @@ def track_from_stored(track_id: str, stored: StoredTrack, model_ids: tuple[str, 
             frames_received=int(counters["frames_received"]), frames_processed=int(counters["frames_processed"]),
             dropped=collections.Counter(counters.get("dropped", {})), pull=meta.get("pull"),
             low_confidence_run=int(counters.get("low_confidence_run", 0)),
+            last_push_id=str(counters.get("last_push_id", "")),
             frame_size=(int(size[0]), int(size[1])) if size else None, needs_full=False)
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.precondition(f"track {track_id!r}: stored state incomplete ({exc!r})") from None

@@ -6,7 +6,9 @@
   tracks: a fan-out to every live replica), through the SDK: every result of every track, and the final
   STOPPED result, arrive; a replay from frame 1 comes from the streams;
 - GetTrack of a track whose owner was SIGKILLed and whose lease lapsed: answered from Redis (TRACKING, no
-  owner, the last box and frame number), not NOT_FOUND.
+  owner, the last box and frame number), not NOT_FOUND;
+- a push retried with its `lorat-push-id` is applied once: answered by the live owner from memory, and
+  after the owner died by the replica that resumes the track, from the stored state.
 """
 
 from __future__ import annotations
@@ -180,10 +182,28 @@ def test_watch_from_a_replica_that_holds_none_of_the_tracks(trio, seq) -> None: 
     client.close()
 
 
-def test_get_track_no_replica_holds_answers_from_redis(trio, seq) -> None:  # type: ignore[no-untyped-def]
+def _push_id(server: ServerProc, track_id: str, frame: np.ndarray, pid: str, retry_s: float = 0.0) -> pb.TrackResult:
+    """PushFrame with a `lorat-push-id` (as the SDK sends), retrying UNAVAILABLE for up to `retry_s`."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return server.stub.PushFrame(pb.PushFrameRequest(track_id=track_id, frame=frame_pb(frame)),
+                                         metadata=(("lorat-push-id", pid),), timeout=30)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_get_track_no_replica_holds_and_a_retried_push(trio, seq) -> None:  # type: ignore[no-untyped-def]
+    """GetTrack of a track whose owner died answers from Redis; a push retried with its push id is applied
+    once, whether the retry reaches the live owner or, after the owner died, the replica that resumes it."""
     frames, boxes, expected = seq
     _start(trio["a"], "g-a", frames, boxes)
-    last = [push_frame(trio["b"], "g-a", frames[k]) for k in range(1, 4)][-1]
+    got = [_push_id(trio["b"], "g-a", frames[k], f"pid-{k}") for k in range(1, 4)]
+    again = _push_id(trio["c"], "g-a", frames[3], "pid-3")  # a retry to the live owner (forwarded): no new frame
+    assert (again.frame_number, again.receive_time) == (3, got[2].receive_time)
+    last = got[-1]
     trio["a"].kill()  # SIGKILL: nobody holds g-a once its 1 s lease lapses, and nobody pushes to resume it
     seen = []
 
@@ -202,7 +222,12 @@ def test_get_track_no_replica_holds_answers_from_redis(trio, seq) -> None:  # ty
     with pytest.raises(grpc.RpcError) as err:  # an id Redis never had is still NOT_FOUND
         trio["c"].stub.GetTrack(pb.GetTrackRequest(track_id="never-was"), timeout=10)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    resumed = push_frame(trio["c"], "g-a", frames[4], retry_s=15)  # and the next push resumes it
+    # The caller never saw frame 3's answer (say) and retries it: c resumes the track and answers from the
+    # stored state, without stepping the tracker on that picture again.
+    retried = _push_id(trio["c"], "g-a", frames[3], "pid-3", retry_s=15)
+    assert retried.frame_number == 3
+    np.testing.assert_allclose(xywh(retried.box), xywh(last.box), atol=1e-3)
+    resumed = _push_id(trio["c"], "g-a", frames[4], "pid-4")  # the next push is frame 4, boxes unchanged
     assert resumed.frame_number == 4
     np.testing.assert_allclose(xywh(resumed.box), expected[3], atol=1e-3)
     assert trio["b"].stub.GetTrack(pb.GetTrackRequest(track_id="g-a"), timeout=10).owner == "c"

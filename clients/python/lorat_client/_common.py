@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,12 @@ def open_channel(
 def token_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
     """The bearer-token header for servers started with --auth-token-file (none when token is empty)."""
     return (("authorization", f"Bearer {token.strip()}"),) if token and token.strip() else ()
+
+
+def push_id_metadata() -> tuple[tuple[str, str], ...]:
+    """A fresh `lorat-push-id` for one PushFrame: its retries carry the same id, so the server applies the
+    frame once and answers a retry with the first attempt's result."""
+    return (("lorat-push-id", uuid.uuid4().hex),)
 
 
 def metadata_tuple(metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> tuple[tuple[str, str], ...]:

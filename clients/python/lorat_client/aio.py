@@ -47,11 +47,12 @@ class AsyncClient:
         self.timeout = timeout
         self.retry = retry or c.RetryPolicy()
 
-    async def _call(self, fn: Callable[..., Awaitable[T]], request: Any) -> T:
+    async def _call(self, fn: Callable[..., Awaitable[T]], request: Any,
+                    extra: tuple[tuple[str, str], ...] = ()) -> T:
         attempt = 1
         while True:
             try:
-                return await fn(request, timeout=self.timeout, metadata=self.metadata)
+                return await fn(request, timeout=self.timeout, metadata=self.metadata + extra)
             except grpc.RpcError as err:
                 if not self.retry.should_retry(err, attempt):
                     raise LoratError.from_rpc(err) from None
@@ -113,7 +114,8 @@ class AsyncClient:
             capture_time = c.now()
         msg = c.make_frame(frame, pts=pts, capture_time=capture_time, pixel_format=pixel_format, h264=h264)
         req = pb.PushFrameRequest(track_id=track_id, frame=msg)
-        return TrackResult.from_proto(await self._call(self._stub.PushFrame, req))
+        # one id for this frame, the same on every retry: a retried push is applied once (docs/scale-out.md)
+        return TrackResult.from_proto(await self._call(self._stub.PushFrame, req, c.push_id_metadata()))
 
     async def push_stream(
         self,

@@ -54,11 +54,11 @@ class Client:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[..., T], request: Any) -> T:
+    def _call(self, fn: Callable[..., T], request: Any, extra: tuple[tuple[str, str], ...] = ()) -> T:
         attempt = 1
         while True:
             try:
-                return fn(request, timeout=self.timeout, metadata=self.metadata)
+                return fn(request, timeout=self.timeout, metadata=self.metadata + extra)
             except grpc.RpcError as err:
                 if not self.retry.should_retry(err, attempt):
                     raise LoratError.from_rpc(err) from None
@@ -132,7 +132,8 @@ class Client:
             capture_time = c.now()
         msg = c.make_frame(frame, pts=pts, capture_time=capture_time, pixel_format=pixel_format, h264=h264)
         req = pb.PushFrameRequest(track_id=track_id, frame=msg)
-        return TrackResult.from_proto(self._call(self._stub.PushFrame, req))
+        # one id for this frame, the same on every retry: a retried push is applied once (docs/scale-out.md)
+        return TrackResult.from_proto(self._call(self._stub.PushFrame, req, c.push_id_metadata()))
 
     def push_stream(
         self, track_id: str, frames: Iterable[Frame], *, pixel_format: str = "rgb", h264: bool = False,

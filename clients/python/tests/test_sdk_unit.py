@@ -114,3 +114,37 @@ def test_sdk_never_imports_torch() -> None:
     code = "import sys, lorat_client, lorat_client.cli, lorat_client.aio; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_retried_push_carries_the_same_push_id() -> None:
+    """The server applies a push once per `lorat-push-id`; the SDK keeps the id across its retries."""
+    from lorat_client import Client
+
+    class Unavailable(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self) -> str:
+            return "owner did not answer"
+
+    seen: list[tuple] = []
+
+    def push_frame(request, timeout=None, metadata=()):  # type: ignore[no-untyped-def]
+        seen.append(tuple(metadata))
+        if len(seen) < 3:
+            raise Unavailable()
+        return pb.TrackResult(track_id=request.track_id, frame_number=7, status=pb.TRACKING)
+
+    client = Client("127.0.0.1:1", token="t", retry=RetryPolicy(max_attempts=5, initial_backoff=0.001,
+                                                                max_backoff=0.002))
+    try:
+        client._stub.PushFrame = push_frame  # type: ignore[method-assign]
+        assert client.push("t1", np.zeros((8, 8, 3), np.uint8)).frame_number == 7
+        ids = [dict(m)["lorat-push-id"] for m in seen]
+        assert len(seen) == 3 and len(set(ids)) == 1 and len(ids[0]) == 32
+        assert all(dict(m)["authorization"] == "Bearer t" for m in seen)
+        client._stub.PushFrame = push_frame  # type: ignore[method-assign]
+        client.push("t1", np.zeros((8, 8, 3), np.uint8))
+        assert dict(seen[-1])["lorat-push-id"] != ids[0]  # the next frame gets a new id
+    finally:
+        client.close()
