@@ -6,7 +6,7 @@ redis-server, `lorat-serve` processes on loopback, a TCP latency proxy, signals 
     lease theft       a paused owner resumes after another server took its tracks: what it wrote after,
                       how fast it closed its camera, whether every queued frame was answered
     fuzz              10,000 malformed requests beside a healthy track: crashes, INTERNAL/UNKNOWN answers,
-                      boxes vs a run without the fuzz, server memory growth
+                      boxes vs a run without the fuzz, server memory growth (and after a second 10,000)
     redis latency     throughput of the frame path with Redis direct vs behind +5 ms per round trip
                       (in process, a fake engine that takes 4 ms per batch, so the figure is the frame path)
     redis paused 30 s tracks stopped, results released while their state could not be written, health
@@ -179,6 +179,14 @@ def fuzz(ckpt: Path, tmp: Path, n: int) -> None:
             f"{len(healthy)} boxes, identical: {same}", same)
         row("Fuzz: server memory growth (RSS, each read 11 s after the traffic)", "< 5 %",
             f"{before / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB ({growth:+.1f} %)", growth < 5)
+        with ThreadPoolExecutor(8) as pool:  # is it bounded? the same fuzz again, same server
+            list(pool.map(lambda mb: call(*mb), itertools.islice(body, n)))
+        time.sleep(11)
+        again = rss_bytes(s.proc.pid)
+        growth2 = (again - before) / before * 100
+        row(f"Fuzz: server memory after another {n:,} (bounded?)", "< 5 % from the same baseline",
+            f"{before / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB -> {again / 2**20:.0f} MiB ({growth2:+.1f} % "
+            f"after {2 * n:,})", growth2 < 5)
     finally:
         s.kill()
         redis.stop()

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from .errors import refuse
 from .log import event
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
@@ -65,21 +66,30 @@ class TokenFile:
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    """A handler that answers UNAUTHENTICATED. It sets the status rather than calling `context.abort()`,
+    whose reference cycle would keep each refused call until a full garbage collection (server/errors.py),
+    and it never parses the body: an unauthenticated caller gets no protobuf parse of its bytes."""
 
-    async def abort_stream(request: Any, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+        refuse(context, grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def deny_stream(request: Any, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        refuse(context, grpc.StatusCode.UNAUTHENTICATED, message)
+        return
         yield  # pragma: no cover  (makes this an async generator)
 
-    kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    kw = {"request_deserializer": _unread, "response_serializer": handler.response_serializer}
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(abort, **kw)
+        return grpc.unary_unary_rpc_method_handler(deny, **kw)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(abort_stream, **kw)
+        return grpc.unary_stream_rpc_method_handler(deny_stream, **kw)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(abort, **kw)
-    return grpc.stream_stream_rpc_method_handler(abort_stream, **kw)
+        return grpc.stream_unary_rpc_method_handler(deny, **kw)
+    return grpc.stream_stream_rpc_method_handler(deny_stream, **kw)
+
+
+def _unread(data: bytes) -> None:
+    return None
 
 
 class BearerAuth(grpc.aio.ServerInterceptor):

@@ -16,9 +16,9 @@ import grpc
 from lorat.v1 import tracker_pb2 as pb
 from lorat.v1 import tracker_pb2_grpc as pb_grpc
 
-from . import idempotency, limits
+from . import limits
 from .core import TrackManager
-from .errors import ServiceError
+from .errors import ServiceError, refuse
 from .forward import Forwarder, forwarded
 from .log import event
 from .stored_info import info_from_stored
@@ -58,13 +58,14 @@ def _status(method: Callable) -> Callable:
         try:
             _check(request)
             return await method(self, request, context)
-        except ServiceError as exc:
-            await context.abort(exc.code, exc.message[:2000])
+        except ServiceError as exc:  # refuse, not abort: no reference cycle pins the request (server/errors.py)
+            refuse(context, exc.code, exc.message[:2000])
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
             event("rpc_error", 40, method=method.__name__, error=redact(repr(exc))[:500])
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see server log")
+            refuse(context, grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see server log")
+        return None
     return wrapper
 
 
@@ -103,10 +104,7 @@ class TrackerService(pb_grpc.TrackerServicer):
         reply = await self._forward("PushFrame", request.track_id, request, context)
         if reply is not None:
             return reply
-        pid = idempotency.push_id(context)
-        fut = await self._mgr().push(request.track_id, request.frame, pid)
-        if pid:  # the caller retries with this id: the frame goes on, and the retry gets its result
-            return await asyncio.shield(fut)
+        fut = await self._mgr().push(request.track_id, request.frame)
         return await fut  # a caller that gives up cancels this: the frame is dropped, not computed
 
     async def PushFrames(self, request_iterator: AsyncIterator[pb.PushFrameRequest],
@@ -116,7 +114,8 @@ class TrackerService(pb_grpc.TrackerServicer):
         try:
             mgr = self._mgr()
         except ServiceError as exc:
-            await context.abort(exc.code, exc.message)
+            refuse(context, exc.code, exc.message)
+            return
         out: asyncio.Queue = asyncio.Queue(maxsize=64)
         proxy = PushProxy(self.forwarder, context) if self.forwarder is not None else None  # server/stream_proxy.py
 
@@ -153,14 +152,17 @@ class TrackerService(pb_grpc.TrackerServicer):
                 if item is None:
                     break
                 if isinstance(item, ServiceError):
-                    await context.abort(item.code, item.message[:2000])
+                    refuse(context, item.code, item.message[:2000])
+                    return
                 if isinstance(item, BaseException):
                     event("rpc_error", 40, method="PushFrames", error=redact(repr(item))[:500])
-                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(item).__name__})")
+                    refuse(context, grpc.StatusCode.INTERNAL, f"internal error ({type(item).__name__})")
+                    return
                 try:
                     yield await item
                 except ServiceError as exc:  # the track moved while the frame waited
-                    await context.abort(exc.code, exc.message[:2000])
+                    refuse(context, exc.code, exc.message[:2000])
+                    return
         finally:
             reader.cancel()
             if proxy is not None:
@@ -179,7 +181,8 @@ class TrackerService(pb_grpc.TrackerServicer):
             if len(request.track_ids) > 1024:
                 raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "at most 1024 track_ids per WatchTracks")
         except ServiceError as exc:
-            await context.abort(exc.code, exc.message)
+            refuse(context, exc.code, exc.message)
+            return
         ids = set(request.track_ids)
         remote = None  # other replicas' tracks (server/watch_remote.py): their result streams or a fan-out
         if self.forwarder is not None and not forwarded(context):
