@@ -8,8 +8,8 @@
    state, selection, post-processing, results) and the engine's frames/s with the `tiny` model (random
    weights), for the previous engine (`LegacyEngine` below: a frozen copy of the crop/step code this
    engine replaced, commit d71a371) and the new one in fp32 and with precision "auto", each as one batched
-   forward on torch's intra-op threads (`cpu_workers=1`), and "auto" as the engine runs by default (a batch
-   of 8 or more split into data-parallel chunks, one per torch thread, each on one intra-op thread). The
+   forward on torch's intra-op threads (`cpu_workers=1`, the default), and "auto chunked" (`cpu_workers=None`:
+   a batch of 8 or more split into data-parallel chunks, one per torch thread, each on one intra-op thread). The
    forward is timed by wrapping `model.forward_tokens` (synchronous on CPU); host = step - forward, measured
    on the one-forward fp32 engine (with concurrent chunks, "outside the forward" has no wall-time meaning).
    Steps of the engines alternate so load on the shared machine hits all of them alike; medians of the
@@ -194,9 +194,9 @@ def host_path(size: tuple[int, int], batch: int, seconds: float, model: torch.nn
     videos, boxes = tracks(size, batch)
     engines = {  # each on its own copy of the weights, so each forward clock wraps one engine's model
         "previous": LegacyEngine(copy.deepcopy(model)),
-        "new fp32": TrackingEngine(copy.deepcopy(model), device="cpu", precision="fp32", cpu_workers=1),
-        "new auto": TrackingEngine(copy.deepcopy(model), device="cpu", precision="auto", cpu_workers=1),
-        "new auto chunked": TrackingEngine(copy.deepcopy(model), device="cpu", precision="auto"),
+        "new fp32": TrackingEngine(copy.deepcopy(model), device="cpu", precision="fp32"),
+        "new auto": TrackingEngine(copy.deepcopy(model), device="cpu", precision="auto"),
+        "new auto chunked": TrackingEngine(copy.deepcopy(model), device="cpu", precision="auto", cpu_workers=None),
     }
     init = engines["new fp32"]
     runs: dict[str, dict] = {}

@@ -144,15 +144,16 @@ class TrackingEngine:
 
     precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16 matmuls, else fp32), "fp32", "bf16",
     "fp16". compile / cuda_graphs: None = on where they help (CUDA), False = off, True = on.
-    cpu_workers (CPU only): a step of N >= 2 * MIN_CHUNK tracks is split into this many chunks, each cropped
-    and run through the model on its own thread with one intra-op thread (no per-op OpenMP wake-ups and
-    barriers, which dominate small models' steps); None = torch's intra-op thread count, 1 = off (one
-    batched forward using torch's intra-op threads)."""
+    cpu_workers (CPU only): 1 (default) = one batched forward on torch's intra-op threads; k > 1 = a step of
+    N >= 2 * MIN_CHUNK tracks is split into k chunks, each cropped and run through the model on its own
+    thread with one intra-op thread (no per-op OpenMP wake-ups and barriers); None = torch's thread count.
+    Not the default: on the shared 2-core machine (load 10-16) it was slower than one batched forward
+    (GIL hand-offs between the chunks' Python code when the cores are oversubscribed; bench/hotpath.py)."""
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None, precision: str = "auto",
                  compile: bool | None = None, cuda_graphs: bool | None = None,
                  family: ModelFamily | None = None, params: dict | None = None,
-                 cpu_workers: int | None = None) -> None:
+                 cpu_workers: int | None = 1) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
