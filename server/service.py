@@ -16,7 +16,7 @@ import grpc
 from lorat.v1 import tracker_pb2 as pb
 from lorat.v1 import tracker_pb2_grpc as pb_grpc
 
-from . import limits
+from . import idempotency, limits
 from .core import TrackManager
 from .errors import ServiceError, refuse
 from .forward import Forwarder, forwarded
@@ -104,7 +104,10 @@ class TrackerService(pb_grpc.TrackerServicer):
         reply = await self._forward("PushFrame", request.track_id, request, context)
         if reply is not None:
             return reply
-        fut = await self._mgr().push(request.track_id, request.frame)
+        pid = idempotency.push_id(context)
+        fut = await self._mgr().push(request.track_id, request.frame, pid)
+        if pid:  # the caller retries with this id: the frame goes on, and the retry gets its result
+            return await asyncio.shield(fut)
         return await fut  # a caller that gives up cancels this: the frame is dropped, not computed
 
     async def PushFrames(self, request_iterator: AsyncIterator[pb.PushFrameRequest],
