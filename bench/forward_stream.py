@@ -36,7 +36,7 @@ from lorat.v1 import tracker_pb2 as pb  # noqa: E402
 
 from lorat_infer import build_model, save_merged  # noqa: E402
 from tests.scale.cluster import RedisClusterProc  # noqa: E402
-from tests.service.conftest import ServerProc, box_pb, frame_pb, make_frames  # noqa: E402
+from tests.service.conftest import ServerProc, box_pb, frame_pb, make_frames, metric_value  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -153,6 +153,9 @@ def main() -> None:
                                          args.burst))
         start(servers["a"], "bench-watch", frames, boxes)
         delays = watch_delays(servers, "bench-watch", encoded, 60)
+        counted = metric_value(servers["b"].metrics_text(), "lorat_forwarded_calls_total", 'method="PushFrames"')
+        expected = 5 + args.rounds * args.frames + 20 + 2 * args.burst
+        assert counted == expected, f"b forwarded {counted} PushFrames frames, expected {expected}"
     finally:
         for s in servers.values():
             s.kill()
@@ -183,7 +186,8 @@ def main() -> None:
         "|---|---|---|---|---|",
         *rows,
         "",
-        f"Forwarding adds **{extra:+.1f} ms** to the median PushFrames round trip.",
+        f"Forwarding adds **{extra:+.1f} ms** to the median PushFrames round trip (b counted {counted:.0f} "
+        "forwarded PushFrames frames: every frame sent to it went to a).",
         "",
         "| PushFrames burst (frames/s, EVERY_FRAME, all written at once) | runs | median |",
         "|---|---|---|",
