@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     for source in config.val.sources:
         if not Path(source.root).is_dir() and photo_roots:
             print(f"writing held-out photo clips to {source.root}", flush=True)
-            write_held_out(photo_roots[0], source.root, seed=424242, count=12, num_frames=40)
+            write_held_out(photo_roots[0], source.root, seed=424242 + source.seed_offset, count=12, num_frames=40,
+                           hold=float(source.options.get("hold", 0.0)))
     register()
     from .trainer import train
 

@@ -102,12 +102,45 @@ def _cutout(rng: np.random.Generator, library: tuple[np.ndarray, ...], size: int
     return patch.astype(np.float32), _mask(rng, w, h)
 
 
+def _part_cutout(rng: np.random.Generator, library: tuple[np.ndarray, ...], size: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A target that is part of a bigger thing (a face on a head and body, a label on a box): (RGB patch of
+    the whole, its alpha, the part's alpha). The whole is the photo's own continuation around the part, so the
+    tracker must learn where the part ends rather than follow the whole similar-looking region."""
+    img = library[int(rng.integers(len(library)))]
+    aspect = float(np.exp(rng.uniform(-0.6, 0.4)))
+    w, h = (size, max(int(size / aspect), 6)) if aspect >= 1 else (max(int(size * aspect), 6), size)
+    left, right = (int(w * rng.uniform(0.1, 0.7)) for _ in range(2))
+    top, bottom = int(h * rng.uniform(0.05, 0.5)), int(h * rng.uniform(0.3, 1.5))
+    big_w, big_h = w + left + right, h + top + bottom
+    patch = _random_crop(rng, img, big_w, big_h, float(np.exp(rng.uniform(0.0, 0.6)))).astype(np.float32)
+    part = np.zeros((big_h, big_w), np.float32)
+    part[top:top + h, left:left + w] = _mask(rng, w, h)
+    whole = np.maximum(_mask(rng, big_w, big_h), (part > 0).astype(np.float32))
+    return patch, whole, part
+
+
+def _changed_view(rng: np.random.Generator, patch: np.ndarray) -> np.ndarray:
+    """What the same object looks like a moment later (turned, re-lit): the patch mirrored, or its content
+    shifted and zoomed a little, with a colour cast; the target blends into it over the clip."""
+    h, w = patch.shape[:2]
+    if rng.random() < 0.4:
+        out = patch[:, ::-1].copy()
+    else:
+        z = float(np.exp(rng.uniform(-0.15, 0.15)))
+        m = np.float32([[z, 0, (1 - z) * w / 2 + rng.uniform(-0.25, 0.25) * w],
+                        [0, z, (1 - z) * h / 2 + rng.uniform(-0.15, 0.15) * h]])
+        out = cv2.warpAffine(patch, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return np.clip(out * rng.uniform(0.8, 1.2, 3).astype(np.float32), 0, 255)
+
+
 class _Mover:
     """One pasted thing: a patch + alpha moving along a smooth path with scale, rotation and shear drift."""
 
     def __init__(self, rng: np.random.Generator, patch: np.ndarray, alpha: np.ndarray, n: int, w: int, h: int,
-                 speed: float, centre: np.ndarray | None = None) -> None:
-        self.patch, self.alpha = patch, alpha
+                 speed: float, centre: np.ndarray | None = None, hold: bool = False,
+                 part: np.ndarray | None = None) -> None:
+        self.patch, self.alpha, self.part = patch, alpha, part  # the box is the part's extent when given
         ph, pw = alpha.shape
         self.base = np.float32([[1, 0, -pw / 2], [0, 1, -ph / 2]])
         diag = float(np.hypot(w, h))
@@ -115,13 +148,22 @@ class _Mover:
         rot = np.cumsum(rng.normal(0, rng.uniform(0.0, 0.04), n)) * float(rng.random() < 0.6)
         shear = np.clip(np.cumsum(rng.normal(0, 0.01, n)), -0.25, 0.25) * float(rng.random() < 0.4)
         gain = np.clip(np.exp(np.cumsum(rng.normal(0, 0.02, n))), 0.6, 1.5)
+        self.patch2, mix, yaw, wobble = None, np.zeros(n), np.zeros(n), 0.0
+        if hold:  # a face / hand-held object: stays roughly put, tilts, turns and changes appearance
+            scale = np.clip(np.exp(np.cumsum(rng.normal(0, rng.uniform(0.003, 0.012), n))), 0.8, 1.25)
+            rot = np.clip(np.cumsum(rng.normal(0, rng.uniform(0.005, 0.03), n)), -0.35, 0.35)
+            yaw = np.clip(np.cumsum(rng.normal(0, rng.uniform(0.0, 0.06), n)), -0.6, 0.6)
+            self.patch2 = _changed_view(rng, patch)
+            mix = np.clip(np.cumsum(np.abs(rng.normal(0, rng.uniform(0.01, 0.06), n))), 0, 0.85)
+            wobble = float(rng.uniform(0.0, 0.004)) * diag  # hand-held jitter (px per frame)
+        self.mix = mix
         centre = rng.uniform([0.2 * w, 0.2 * h], [0.8 * w, 0.8 * h]) if centre is None else centre.copy()
         heading, v = rng.uniform(0, 2 * np.pi), speed * diag
         self.frames = []
         for t in range(n):
             c, s = np.cos(rot[t]) * scale[t], np.sin(rot[t]) * scale[t]
-            lin = np.array([[c, -s], [s, c]]) @ np.array([[1, shear[t]], [0, 1]])
-            self.frames.append((lin, centre.copy(), gain[t]))
+            lin = np.array([[c, -s], [s, c]]) @ np.array([[1, shear[t]], [0, 1]]) @ np.diag([np.cos(yaw[t]), 1.0])
+            self.frames.append((lin, centre + rng.normal(0, wobble, 2) if wobble else centre.copy(), gain[t]))
             heading += rng.normal(0, 0.3)
             step = v * rng.uniform(0.3, 1.0) * np.array([np.cos(heading), np.sin(heading)])
             nxt = centre + step
@@ -147,10 +189,13 @@ class _Mover:
         m[:, 2] -= [x0, y0]  # warp only the region the patch lands in
         size = (int(x1 - x0), int(y1 - y0))
         alpha = cv2.warpAffine(self.alpha, m, size, flags=cv2.INTER_LINEAR, borderValue=0)
-        ys, xs = np.nonzero(alpha > 0.5)
+        boxed = alpha if self.part is None else cv2.warpAffine(self.part, m, size, flags=cv2.INTER_LINEAR,
+                                                               borderValue=0)
+        ys, xs = np.nonzero(boxed > 0.5)
         if not len(xs):
             return None
-        patch = cv2.warpAffine(self.patch, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        source = self.patch if self.patch2 is None else self.patch * (1 - self.mix[t]) + self.patch2 * self.mix[t]
+        patch = cv2.warpAffine(source, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         a = alpha[..., None]
         view = canvas[y0:y1, x0:x1]
         view *= 1 - a
@@ -160,10 +205,17 @@ class _Mover:
 
 
 def generate_photo_sequence(rng: np.random.Generator, library: tuple[np.ndarray, ...], num_frames: int = 24,
-                            ) -> PhotoSequence:
-    """One clip: target cut-out + distractors + occluder over a drifting photo background."""
+                            hold: float = 0.0, part: float = 0.0) -> PhotoSequence:
+    """One clip: target cut-out + distractors + occluder over a drifting photo background.
+
+    With probability `hold` the target is a "face or hand-held object": large-ish, nearly still (slow drift,
+    hand-held jitter) while it tilts, turns and changes appearance, so a tracker learns to stay put when the
+    target barely moves rather than jump to something that looks more like the template. With probability
+    `part` the target is part of a bigger pasted thing (`_part_cutout`: a face on a head and body).
+    """
     w, h = [(320, 240), (400, 300), (480, 360), (360, 360), (480, 270)][int(rng.integers(5))]
     n = num_frames
+    held = hold > 0 and rng.random() < hold
     # background: a crop that drifts (camera pan / zoom) over a larger view of one photo
     bg_img = library[int(rng.integers(len(library)))]
     big = _random_crop(rng, bg_img, int(w * 1.3), int(h * 1.3), float(np.exp(rng.uniform(0, 1.0))))
@@ -171,11 +223,19 @@ def generate_photo_sequence(rng: np.random.Generator, library: tuple[np.ndarray,
     pan = np.clip(pan, 0, [0.3 * w - 1, 0.3 * h - 1])
     speed = float(rng.choice([0.004, 0.01, 0.02, 0.03], p=[0.3, 0.4, 0.22, 0.08]))
     size = int(np.clip(np.exp(rng.uniform(np.log(18), np.log(0.55 * min(w, h)))), 14, 0.6 * min(w, h)))
-    patch, alpha = _cutout(rng, library, size)
+    other_speed = speed
+    if held:
+        speed = float(rng.choice([0.0, 0.001, 0.003, 0.006]))
+        size = int(rng.uniform(0.2, 0.5) * min(w, h))
+    part_alpha = None
+    if part > 0 and rng.random() < part:
+        patch, alpha, part_alpha = _part_cutout(rng, library, size)
+    else:
+        patch, alpha = _cutout(rng, library, size)
     if rng.random() < 0.1:  # low-contrast targets: the cut-out taken from the background photo itself
         patch = _random_crop(rng, bg_img, alpha.shape[1], alpha.shape[0], float(np.exp(rng.uniform(0, 1.5))))
         patch = patch.astype(np.float32)
-    target = _Mover(rng, patch, alpha, n, w, h, speed)
+    target = _Mover(rng, patch, alpha, n, w, h, speed, hold=held, part=part_alpha)
     others: list[_Mover] = []
     for _ in range(int(rng.choice(4, p=[0.3, 0.35, 0.25, 0.1]))):  # look-alikes and other objects
         if rng.random() < 0.5:
@@ -183,11 +243,11 @@ def generate_photo_sequence(rng: np.random.Generator, library: tuple[np.ndarray,
             p, a = np.clip(patch * tint, 0, 255), alpha
         else:
             p, a = _cutout(rng, library, int(size * np.exp(rng.uniform(-0.5, 0.5))))
-        others.append(_Mover(rng, p, a, n, w, h, speed * rng.uniform(0.5, 1.5)))
+        others.append(_Mover(rng, p, a, n, w, h, other_speed * rng.uniform(0.5, 1.5)))
     occluder = None
     if rng.random() < 0.35:
         op, oa = _cutout(rng, library, int(size * rng.uniform(0.5, 1.2)))
-        occluder = _Mover(rng, op, oa, n, w, h, speed * 2.5,
+        occluder = _Mover(rng, op, oa, n, w, h, other_speed * 2.5,
                           centre=np.array(target.frames[n // 2][1]) + rng.normal(0, size, 2))
     blur = rng.random() < 0.25
     noise = float(rng.uniform(2, 8)) if rng.random() < 0.3 else 0.0
@@ -238,8 +298,9 @@ class PhotoPool:
         cached = self._slots.get(slot)
         if cached is None or cached[0] != seq_id:
             rng = np.random.default_rng([self.seed, 7, self.options.seed_offset, seq_id])  # type: ignore[attr-defined]
-            cached = (seq_id, generate_photo_sequence(rng, self.library,
-                                                      self.options.num_frames))  # type: ignore[attr-defined]
+            extra = self.options.options  # type: ignore[attr-defined]
+            cached = (seq_id, generate_photo_sequence(rng, self.library, self.options.num_frames,  # type: ignore[attr-defined]
+                                                      float(extra.get("hold", 0.0)), float(extra.get("part", 0.0))))
             self._slots[slot] = cached
         return cached[1]
 
@@ -247,11 +308,11 @@ class PhotoPool:
         return self.options.pool_size  # type: ignore[attr-defined]
 
 
-def write_held_out(root: str, out: str, seed: int, count: int, num_frames: int) -> None:
+def write_held_out(root: str, out: str, seed: int, count: int, num_frames: int, hold: float = 0.0) -> None:
     """Held-out photo sequences (a seed stream the pool never uses) as GOT-10k folders: validation data."""
     library = load_library(root)
     for i in range(count):
-        seq = generate_photo_sequence(np.random.default_rng([seed, 9, i]), library, num_frames)
+        seq = generate_photo_sequence(np.random.default_rng([seed, 9, i]), library, num_frames, hold)
         folder = Path(out) / f"photo-{i:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         for t, frame in enumerate(seq.frames):
@@ -267,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=424242)
     parser.add_argument("--count", type=int, default=12)
     parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--hold", type=float, default=0.0, help="share of face-like / hand-held clips")
     args = parser.parse_args(argv)
-    write_held_out(args.root, args.out, args.seed, args.count, args.frames)
+    write_held_out(args.root, args.out, args.seed, args.count, args.frames, args.hold)
     return 0
 
 
