@@ -23,10 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from .log import event
-from .state.connect import is_cluster
+from .state.connect import REDIS_ERRORS, is_cluster
 
 # KEYS: entry; ARGV: nonce, address, load, capacity, now_ms, ttl_ms, may_create (1/0).
 # -> "" (written) | the other nonce (the id is taken by another live process)
@@ -113,7 +111,7 @@ class ReplicaRegistry:
         while True:
             try:
                 other = await self._write(may_create=True)
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:  # Redis away: start, register when back
+            except REDIS_ERRORS as exc:  # Redis away: start, register when back
                 event("replica_register_failed", 30, error=type(exc).__name__, note="retried at every heartbeat")
                 other = ""
             if not other or time.monotonic() > deadline:
@@ -134,7 +132,7 @@ class ReplicaRegistry:
             try:
                 # Re-create the entry if it expired (a Redis outage or restart), never over another nonce.
                 other = await self._write(may_create=True)
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 event("replica_heartbeat_failed", 30, error=type(exc).__name__)
                 continue
             if other:
@@ -148,7 +146,7 @@ class ReplicaRegistry:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self._leave(keys=[self.entry_key(self.instance)], args=[self.nonce])
             await self.redis.srem(self.index_key, self.instance)
 

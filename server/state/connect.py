@@ -4,6 +4,7 @@ slot and runs SCAN on every master."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -11,6 +12,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
+
+# What "Redis is unreachable or failing" looks like, on a single node or a cluster. redis-py's cluster errors
+# (RedisClusterException: no startup node answered CLUSTER SLOTS, a slot not covered after the retries) do
+# not derive from RedisError: catching RedisError alone let one escape the state store during a master
+# failover on a loaded machine and end the commit task (every later result held until the process exited).
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 
 def redis_client(url: str, *, cluster: bool = False, timeout_s: float = 0.5) -> Any:

@@ -35,11 +35,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from ..log import event
 from ..urlpolicy import redact
-from .connect import redis_client
+from .connect import REDIS_ERRORS, redis_client
 
 LAYOUT = 2  # the data layout version written in every track hash (see the module docstring)
 
@@ -207,7 +207,7 @@ class RedisStateStore:
         t0 = time.monotonic()
         try:
             return await coro
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             self._on_error(op)
             event("redis_error", 30, op=op, error=redact(f"{type(exc).__name__}: {exc}"))
             with contextlib.suppress(Exception):  # no stale pooled connection outlives an outage

@@ -87,3 +87,40 @@ def test_single_node_client_is_refused_by_the_cluster(cluster) -> None:  # type:
                 plain.get(f"lorat:track:{{{t}}}")
     finally:
         plain.close()
+
+
+def test_an_unreachable_cluster_is_a_store_outage_not_a_crash(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """redis-py's cluster errors (RedisClusterException: no node answered CLUSTER SLOTS) do not derive from
+    RedisError. They must surface as StoreUnavailable, which the commit task and lease keeper retry; an
+    escaped one ended the commit task during a master failover on a loaded machine (every later result
+    held). The registry, likewise, starts and keeps beating through it."""
+    from server.replicas import ReplicaRegistry
+    from server.state.connect import redis_client
+    from server.state.store import StoreUnavailable
+
+    from .cluster import RedisClusterProc
+
+    c = RedisClusterProc().start()
+
+    async def run() -> None:
+        store = RedisStateStore(c.url, "a", lease_ttl_s=5, cluster=True)
+        registry = ReplicaRegistry(redis_client(c.url, cluster=True), "a", "127.0.0.1:1", 4, lambda: 0, ttl_s=2)
+        try:
+            claim = await store.claim("gone")
+            assert claim.ok
+            for port in list(c.procs):
+                c.kill(port)
+            for attempt in (store.ping(), store.renew([("gone", claim.epoch)]),
+                            store.save_states([("gone", claim.epoch, b"s", "TRACKING")]), store.load("gone")):
+                with pytest.raises(StoreUnavailable):
+                    await attempt
+            await registry.register()  # Redis away: it starts and registers when Redis is back
+            await registry.close()
+        finally:
+            await store.close()
+            await registry.redis.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        c.stop()
