@@ -3,8 +3,11 @@ masters joined by `redis-cli --cluster create` (redis-tools), optionally one rep
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -105,9 +108,20 @@ class RedisClusterProc:
         proc.kill()
         proc.wait(5)
 
+    def pause(self, ports: list[int]) -> None:
+        """SIGSTOP: the nodes answer nothing (a machine too loaded to serve them) until `resume`."""
+        for port in ports:
+            os.kill(self.procs[port].pid, signal.SIGSTOP)
+
+    def resume(self, ports: list[int]) -> None:
+        for port in ports:
+            os.kill(self.procs[port].pid, signal.SIGCONT)
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGCONT)  # a paused node must wake to die
                 proc.kill()
                 proc.wait(5)
         shutil.rmtree(self.dir, ignore_errors=True)
