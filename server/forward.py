@@ -93,7 +93,8 @@ class Forwarder:
                 return None
             if len(self._holders) > 65536:
                 self._holders.clear()
-            self._holders[track_id] = (now, holder)
+            if holder:  # "no holder" is not cached: the next call may resume it anywhere, asked again then
+                self._holders[track_id] = (now, holder)
         if not holder or holder == self.replicas.instance:
             return None
         try:

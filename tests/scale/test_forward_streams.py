@@ -8,7 +8,8 @@
 - GetTrack of a track whose owner was SIGKILLed and whose lease lapsed: answered from Redis (TRACKING, no
   owner, the last box and frame number), not NOT_FOUND;
 - a push retried with its `lorat-push-id` is applied once: answered by the live owner from memory, and
-  after the owner died by the replica that resumes the track, from the stored state.
+  after the owner died by the replica that resumes the track, from the stored state; a watch on a third
+  replica follows the track across its owner's death and sees each frame once.
 """
 
 from __future__ import annotations
@@ -200,6 +201,22 @@ def test_get_track_no_replica_holds_and_a_retried_push(trio, seq) -> None:  # ty
     once, whether the retry reaches the live owner or, after the owner died, the replica that resumes it."""
     frames, boxes, expected = seq
     _start(trio["a"], "g-a", frames, boxes)
+    before = _count(trio["b"].log_path, "watch_started")
+    watch = trio["b"].stub.WatchTracks(pb.WatchTracksRequest(track_ids=["g-a"]), timeout=120)
+    watched: list = []
+
+    def follow() -> None:  # on b, which never holds g-a: its result stream, across a's death
+        try:
+            for r in watch:
+                watched.append((r.frame_number, r.status))
+                if r.status == pb.STOPPED:
+                    return
+        except grpc.RpcError:
+            pass
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    _wait_until(lambda: _count(trio["b"].log_path, "watch_started") > before, "the watch did not start")
     got = [_push_id(trio["b"], "g-a", frames[k], f"pid-{k}") for k in range(1, 4)]
     again = _push_id(trio["c"], "g-a", frames[3], "pid-3")  # a retry to the live owner (forwarded): no new frame
     assert (again.frame_number, again.receive_time) == (3, got[2].receive_time)
@@ -231,3 +248,8 @@ def test_get_track_no_replica_holds_and_a_retried_push(trio, seq) -> None:  # ty
     assert resumed.frame_number == 4
     np.testing.assert_allclose(xywh(resumed.box), expected[3], atol=1e-3)
     assert trio["b"].stub.GetTrack(pb.GetTrackRequest(track_id="g-a"), timeout=10).owner == "c"
+    trio["b"].stub.StopTrack(pb.StopTrackRequest(track_id="g-a"), timeout=10)
+    follower.join(60)
+    watch.cancel()
+    # every result once, from a then c, and no second frame 3 (the retries were answered, not re-applied)
+    assert watched == [(1, pb.TRACKING), (2, pb.TRACKING), (3, pb.TRACKING), (4, pb.TRACKING), (4, pb.STOPPED)]
