@@ -11,8 +11,10 @@ sent; the caller's stream (server/service.py) awaits those futures in its own or
 frames it serves itself. When an owner stream fails, every frame still waiting on it fails with the same
 status (the caller's stream then ends with it, as it would have talking to the owner directly):
 UNAVAILABLE when the owner went away (the caller reopens; the next lookup finds the new owner or serves it
-here), the owner's own code otherwise. An owner that answers no frame for `owner_timeout_s` (paused or hung)
-fails its waiting frames with UNAVAILABLE, as a forwarded PushFrame does.
+here), the owner's own code otherwise. Frames sent after the owner went away are routed afresh (each frame
+is looked up), so a stream with nothing in flight when its owner drains simply goes on. An owner that
+answers no frame for `owner_timeout_s` (paused or hung) fails its waiting frames with UNAVAILABLE, as a
+forwarded PushFrame does.
 """
 
 from __future__ import annotations

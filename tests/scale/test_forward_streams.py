@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -253,3 +254,25 @@ def test_get_track_no_replica_holds_and_a_retried_push(trio, seq) -> None:  # ty
     watch.cancel()
     # every result once, from a then c, and no second frame 3 (the retries were answered, not re-applied)
     assert watched == [(1, pb.TRACKING), (2, pb.TRACKING), (3, pb.TRACKING), (4, pb.TRACKING), (4, pb.STOPPED)]
+
+
+def test_push_stream_goes_on_when_its_owner_drains(trio, seq) -> None:  # type: ignore[no-untyped-def]
+    """The owner of a forwarded stream's track is SIGTERMed between frames: the caller's open stream goes on
+    (each frame is routed afresh: the drained track is resumed on the replica the stream reached), with the
+    frame numbers and boxes of an uninterrupted run."""
+    frames, boxes, expected = seq
+    _start(trio["b"], "m-b", frames, boxes)
+    feed: queue.Queue = queue.Queue()
+    responses = trio["c"].stub.PushFrames(iter(feed.get, None), timeout=120)
+    got = []
+    for k in (1, 2):
+        feed.put(pb.PushFrameRequest(track_id="m-b", frame=frame_pb(frames[k])))
+        got.append(next(responses))
+    assert trio["b"].terminate(timeout=60) == 0  # drain: the track is handed back to Redis, live, unleased
+    for k in (3, 4):
+        feed.put(pb.PushFrameRequest(track_id="m-b", frame=frame_pb(frames[k])))
+        got.append(next(responses))
+    feed.put(None)
+    assert [(r.frame_number, r.status) for r in got] == [(k, pb.TRACKING) for k in (1, 2, 3, 4)]
+    np.testing.assert_allclose([xywh(r.box) for r in got], expected[:4], atol=1e-3)
+    assert trio["c"].stub.GetTrack(pb.GetTrackRequest(track_id="m-b"), timeout=10).owner == "c"
