@@ -34,6 +34,7 @@ from ..service.conftest import (
     reference_boxes,
     xywh,
 )
+from .procs import start_together
 
 COMMON = dict(redis_cluster="true", lease_ttl_s=1.0, max_batch_wait_ms=5, http_port=-1)
 
@@ -41,11 +42,10 @@ COMMON = dict(redis_cluster="true", lease_ttl_s=1.0, max_batch_wait_ms=5, http_p
 @pytest.fixture(scope="module")
 def trio(cluster, checkpoint, tmp_path_factory):  # type: ignore[no-untyped-def]
     logs = tmp_path_factory.mktemp("fwd-streams")
-    servers = {}
+    servers = {name: ServerProc(cluster.url, checkpoint, logs / f"{name}.log", instance_id=name, **COMMON)
+               for name in ("a", "b", "c")}
     try:
-        for name in ("a", "b", "c"):
-            servers[name] = ServerProc(cluster.url, checkpoint, logs / f"{name}.log", instance_id=name,
-                                       **COMMON).start()
+        start_together(list(servers.values()))
         yield servers
     finally:
         for s in servers.values():

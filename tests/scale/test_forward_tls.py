@@ -8,20 +8,16 @@ the wrong replica. A replica that trusts another CA cannot reach the owner: the 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lorat.v1 import tracker_pb2 as pb
 
 from ..service.conftest import (
-    ROOT,
     RedisProc,
     ServerProc,
     box_pb,
@@ -31,6 +27,7 @@ from ..service.conftest import (
     reference_boxes,
     xywh,
 )
+from .procs import start_together
 
 TOKEN = "fwd-tls-token-1"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -57,33 +54,6 @@ def _pki(d: Path) -> Path:
     return d
 
 
-class TlsServer(ServerProc):
-    """ServerProc whose health check and stub speak mutual TLS."""
-
-    def __init__(self, *args, creds: grpc.ChannelCredentials, **kw) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kw)
-        self.creds = creds
-
-    def start(self, timeout: float = 90.0) -> TlsServer:
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115  (lives as long as the process)
-        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=self._log, stderr=self._log)
-        self.channel = grpc.secure_channel(f"127.0.0.1:{self.port}", self.creds)
-        health = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                resp = health.Check(health_pb2.HealthCheckRequest(service="lorat.v1.Tracker"), timeout=2)
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return self
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server not serving in time:\n" + self.log_path.read_text()[-3000:])
-
-
 def _push(server: ServerProc, track_id: str, frame: np.ndarray) -> pb.TrackResult:
     return server.stub.PushFrame(pb.PushFrameRequest(track_id=track_id, frame=frame_pb(frame)), metadata=AUTH,
                                  timeout=30)
@@ -101,12 +71,14 @@ def test_forwarding_over_mutual_tls_with_tokens(checkpoint, engine, tmp_path) ->
     frames, boxes = make_frames(31, 8)
     expected = reference_boxes(engine, frames, boxes[0])
     redis = RedisProc().start()
-    servers: dict[str, TlsServer] = {}
+    servers = {name: ServerProc(redis.url, checkpoint, tmp_path / f"{name}.log", instance_id=name, **tls)
+               for name in ("a", "b")}
+    # c trusts another CA for forwarding: it cannot verify a's certificate
+    servers["c"] = ServerProc(redis.url, checkpoint, tmp_path / "c.log", instance_id="c",
+                              forward_ca=pki / "other-ca.pem", **tls)
     try:
-        for name in ("a", "b"):
-            servers[name] = TlsServer(redis.url, checkpoint, tmp_path / f"{name}.log", instance_id=name,
-                                      creds=creds, **tls).start()
-        a, b = servers["a"], servers["b"]
+        start_together(list(servers.values()), channel=lambda s: grpc.secure_channel(f"127.0.0.1:{s.port}", creds))
+        a, b, c = servers["a"], servers["b"], servers["c"]
         a.stub.StartTrack(pb.StartTrackRequest(track_id="t-1", first_frame=frame_pb(frames[0]),
                                                initial_box=box_pb(boxes[0]),
                                                options=pb.TrackOptions(overload_policy=pb.EVERY_FRAME)),
@@ -136,10 +108,6 @@ def test_forwarding_over_mutual_tls_with_tokens(checkpoint, engine, tmp_path) ->
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
         # A replica that trusts another CA for forwarding cannot verify the owner: UNAVAILABLE, not a hang.
-        servers["b"].kill()
-        c = TlsServer(redis.url, checkpoint, tmp_path / "c.log", instance_id="c", creds=creds,
-                      forward_ca=pki / "other-ca.pem", **tls).start()
-        servers["c"] = c
         a.stub.StartTrack(pb.StartTrackRequest(track_id="t-2", first_frame=frame_pb(frames[0]),
                                                initial_box=box_pb(boxes[0])), metadata=AUTH, timeout=30)
         with pytest.raises(grpc.RpcError) as err:
