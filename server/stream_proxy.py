@@ -33,7 +33,8 @@ from .forward import Forwarder
 
 
 def _error(exc: grpc.aio.AioRpcError, address: str) -> ServiceError:
-    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+    # CANCELLED: an owner shutting down cancels its open streams (ours are cancelled only when we are done)
+    if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return ServiceError(grpc.StatusCode.UNAVAILABLE,
                             f"the server holding these tracks ({address}) went away: {exc.details() or ''}; "
                             "reopen the stream")
