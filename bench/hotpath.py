@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import ctypes
 import importlib.util
 import io
 import os
@@ -230,6 +231,22 @@ def host_path(size: tuple[int, int], batch: int, seconds: float, model: torch.nn
                    "rounds": len(r["host"])} for name, r in runs.items()}
 
 
+def steady_heap() -> bool:
+    """glibc: serve large blocks from the heap and never trim it (mmap threshold 32 MiB, its maximum).
+
+    The previous engine allocates a float copy of every track's source region (about 12 MB at 1080p) per
+    step; with glibc's adaptive threshold these were fresh page-faulting mmaps or heap blocks depending on
+    what ran before in the process (batch 8 at 1080p: 662 minor faults and 4751 us CPU per frame, or none
+    and 3002 us), so its cost, and every ratio, moved between runs. A fixed threshold gives it (and the new
+    engine) a warm heap every time: the baseline at its best, independent of history."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
 def _service_module():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("bench_service", ROOT / "bench" / "service.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -328,9 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-b224", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (and crop gather threads); "
                     "0 = torch's default")
+    ap.add_argument("--default-malloc", action="store_true", help="keep glibc's adaptive mmap threshold "
+                    "(the previous engine's cost then depends on what ran before it; see steady_heap)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    steady = False if args.default_malloc else steady_heap()
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -350,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         "of the frame. host = step time - `forward_tokens` time, per frame, as wall time and as process CPU "
         "time (all threads; robust to other processes taking the cores); medians over alternating rounds. "
         "frames/s per wall second and per CPU second. \"new auto\" = precision auto (here: "
-        f"{TrackingEngine(model, device='cpu').precision}).",
+        f"{TrackingEngine(model, device='cpu').precision}). Heap: "
+        + ("glibc mmap threshold fixed at 32 MiB, no trimming (`steady_heap`: every engine on a warm heap)."
+           if steady else "glibc's defaults (the previous engine's cost depends on the process history)."),
         "",
         "| frames | batch | host us/frame wall: previous / new fp32 (reduction) | host us/frame CPU: previous / "
         "new fp32 (reduction) | frames/s wall: previous / new fp32 / new auto / new auto chunked (best / "
