@@ -191,6 +191,7 @@ async def serve(settings: Settings) -> None:
 async def _join_replicas(settings: Settings, redis_url: str, owner: str, port: int, manager: TrackManager):  # type: ignore[no-untyped-def]
     """Register in the replica registry (refusing a duplicate --instance-id) and build the forwarder."""
     from .forward import Forwarder, forward_credentials
+    from .placement import Placement
     from .replicas import ReplicaRegistry
     from .state.connect import redis_client
 
@@ -200,8 +201,13 @@ async def _join_replicas(settings: Settings, redis_url: str, owner: str, port: i
     address = settings.advertise_address or f"{host}:{port}"
     # A 2 s timeout: on a loaded machine a missed beat or two is fine (the entry lives 10 s), a refusal is not.
     replicas = ReplicaRegistry(redis_client(redis_url, cluster=settings.redis_cluster, timeout_s=2.0), owner, address,
-                               settings.max_tracks, lambda: len(manager.tracks), prefix=settings.redis_prefix)
+                               settings.max_tracks, lambda: len(manager.tracks), prefix=settings.redis_prefix,
+                               nonce=manager.store.nonce if manager.store is not None else "")
     await replicas.register()
+    # camera tracks: the index and rendezvous adoption over the live replicas (server/placement.py)
+    every_s = max(1.0, settings.lease_ttl_s / 2)  # the adoption period (the lease keeper's periodic)
+    manager.placement = Placement(replicas.redis, replicas, prefix=settings.redis_prefix,
+                                  silent_s=max(3.0, settings.lease_ttl_s), patience_s=max(3.0, 2 * every_s))
     credentials = (forward_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca,
                                        settings.forward_ca) if settings.tls_cert else None)
     # blocking XREADs of other replicas' result streams (WatchTracks): a socket timeout above their 1 s block

@@ -77,6 +77,7 @@ class TrackManager:
         self.frame_observers: list[FrameObserver] = self.committer.observers
         self.keeper: LeaseKeeper | None = None
         self.pulled = PulledSources(self, source_factory, settings) if source_factory is not None else None
+        self.placement: Any = None  # camera-track index and placement (server/placement.py), set by the app
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="lorat-decode")
         # Per model: nvJPEG into its engine's GPU memory when the engine is on CUDA, else None (CPU decoding
         # in the pool above; the executor logs why once).
@@ -117,7 +118,7 @@ class TrackManager:
             supervised = [t for t in self._tasks if t.get_name() in ("engine-loop", "committer", "lease-keeper")]
             sup = Supervisor(health, tasks=lambda: supervised, oldest_wait=self.loop.oldest_wait,
                              last_progress=lambda: self.loop.last_progress, stall_s=self.settings.engine_stall_s,
-                             grace_s=self.settings.liveness_grace_s)
+                             grace_s=self.settings.liveness_grace_s, full=self._full)
             self._tasks.append(asyncio.create_task(sup.run(), name="supervisor"))
 
     async def drain(self) -> None:
@@ -257,6 +258,10 @@ class TrackManager:
 
     async def orphans(self) -> list[str]:
         assert self.store is not None
+        if self.placement is not None:  # this replica's share, from the index (server/placement.py)
+            held = {t.track_id: t.epoch for t in self.registry.tracks.values() if t.pull and t.epoch and not t.ended}
+            return await self.placement.orphans(held, self.registry.reserved,
+                                                len(self.registry) + len(self.registry.reserved))
         return [tid for tid in await self.store.track_ids()
                 if tid not in self.registry.tracks and tid not in self.registry.reserved]
 
@@ -267,6 +272,8 @@ class TrackManager:
             return None
         stored = await self.store.load(track_id)
         if stored is None or not stored.meta.get("pull") or stored.status != "TRACKING":
+            if self.placement is not None:
+                await self.placement.stale(track_id)
             return None
         try:
             track = track_from_stored(track_id, stored, self.model_ids())
@@ -278,6 +285,8 @@ class TrackManager:
             return None
         track.epoch = claim.epoch
         track.template_fp = adapter.template_fingerprint(track.state)
+        if self.placement is not None:
+            await self.placement.adopted(track_id, claim.epoch)
         return track
 
     async def _persist_full(self, track: Track) -> None:
@@ -398,6 +407,8 @@ class TrackManager:
         result = convert.result(track, frame, pb.TRACKING, track.state.box_xyxy, 1.0)
         track.last_result = result
         await self._persist_full(track)
+        if track.pull is not None and epoch and self.placement is not None:
+            await self.placement.indexed(track_id, epoch)
         await self.publish(result)
         event("track_started", track_id=track_id, source=track.source, policy=options.policy, epoch=epoch,
               box=",".join(f"{v:.1f}" for v in box))

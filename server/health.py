@@ -2,7 +2,9 @@
 
 Health service names:
     ""  and  "lorat.v1.Tracker"   readiness: SERVING once the model is loaded, NOT_SERVING while loading,
-                                   draining, or when the engine is dead or hung
+                                   draining, full (it holds --max-tracks tracks: a balancer sends new
+                                   tracks elsewhere; calls for its tracks still reach it, forwarded by
+                                   other replicas), or when the engine is dead or hung
     "liveness"                     for Kubernetes' gRPC liveness probe: NOT_SERVING when the engine loop
                                    died or is hung (frames waited longer than --engine-stall-s with no batch
                                    completing); after --liveness-grace-s more the process exits with code 3
@@ -36,6 +38,7 @@ class HealthState:
         self.slow_p99_s = slow_p99_s
         self.ready = False
         self.alive = True
+        self.full = False
         self.redis_up = True
         self.redis_slow = False
         self._tasks: set[asyncio.Task] = set()
@@ -54,7 +57,15 @@ class HealthState:
     def set_ready(self, ready: bool) -> None:
         self.ready = ready
         for name in READINESS:
-            self._set(name, ready and self.alive)
+            self._set(name, ready and self.alive and not self.full)
+
+    def set_full(self, full: bool) -> None:
+        """At capacity (--max-tracks): not ready for new work until a track ends."""
+        if full == self.full:
+            return
+        self.full = full
+        event("replica_full" if full else "replica_has_room", 20)
+        self.set_ready(self.ready)
 
     def set_alive(self, alive: bool) -> None:
         if alive == self.alive:
@@ -90,7 +101,8 @@ class Supervisor:
 
     def __init__(self, state: HealthState, *, tasks: Callable[[], list[asyncio.Task]],
                  oldest_wait: Callable[[], float], last_progress: Callable[[], float],
-                 stall_s: float, grace_s: float, exit: Callable[[int], None] = os._exit) -> None:
+                 stall_s: float, grace_s: float, exit: Callable[[int], None] = os._exit,
+                 full: Callable[[], bool] | None = None) -> None:
         self.state = state
         self._tasks = tasks
         self._oldest_wait = oldest_wait
@@ -98,6 +110,7 @@ class Supervisor:
         self.stall_s = stall_s
         self.grace_s = grace_s
         self._exit = exit
+        self._full = full  # at capacity -> readiness NOT_SERVING (checked every period)
         self._bad_since: float | None = None
 
     def problem(self) -> str:
@@ -115,6 +128,8 @@ class Supervisor:
         period = max(0.05, min(1.0, self.stall_s / 4))
         while True:
             await asyncio.sleep(period)
+            if self._full is not None:
+                self.state.set_full(self._full())
             why = self.problem()
             if not why:
                 if self._bad_since is not None:

@@ -1,6 +1,7 @@
 """Replicas that know each other: each server registers itself in Redis and keeps the entry alive with a
-heartbeat, so another replica can find a track's owner by name (its lease holds the instance id) and reach
-it at its advertised address (server/forward.py).
+heartbeat, so another replica can find a track's owner by name (its lease names the instance id and boot
+nonce) and reach it at its advertised address (server/forward.py); camera tracks are placed over the live
+entries by free capacity (server/placement.py).
 
 Keys (prefix `p`): `p:replica:{<instance>}` (hash: nonce, address, load, capacity, updated ms; expires
 `ttl` after the last beat) and `p:replicas` (set of instance ids: the index, expiring `ttl` after the last
@@ -71,10 +72,10 @@ class ReplicaRegistry:
     """This server's entry (register, beat, leave) and a cached view of the others."""
 
     def __init__(self, redis: Any, instance: str, address: str, capacity: int, load: Callable[[], int], *,
-                 prefix: str = "lorat", interval_s: float = 1.0, ttl_s: float = 10.0) -> None:
+                 prefix: str = "lorat", interval_s: float = 1.0, ttl_s: float = 10.0, nonce: str = "") -> None:
         self.redis = redis
         self.instance = instance
-        self.nonce = uuid.uuid4().hex[:12]
+        self.nonce = nonce or uuid.uuid4().hex[:12]  # the state store's: leases name the same nonce
         self.address = address
         self.capacity = capacity
         self._load = load

@@ -5,7 +5,12 @@ and every script below touches a single slot):
     p:track:{id}   hash  meta (JSON: source, options, labels, model id, created), state (binary record:
                          box, padding colour, counters; see state/adapter.py), template (binary record:
                          template tokens), status (TRACKING / STOPPED / FAILED / MOVED), epoch (integer)
-    p:lease:{id}   str   "<owner> <epoch>", SET PX lease_ttl; renewed by the owner's lease keeper
+    p:lease:{id}   str   "<instance> <nonce> <epoch>", SET PX lease_ttl; renewed by the owner's lease keeper.
+                         The boot nonce (random per process, also in the replica registry) tells two
+                         processes with the same instance id apart: a restarted or duplicated process never
+                         renews or writes through its predecessor's lease, and the epoch still fences
+                         every write. A value without a nonce ("<instance> <epoch>", the layout before it)
+                         is read as held by that instance.
 
 The hash's `layout` field is the data layout version (LAYOUT): 1 (absent) is the layout before the field
 existed, read as is; a track written by a newer layout is refused with a clear message (state/restore.py),
@@ -16,7 +21,7 @@ slot; a batch's scripts go out concurrently (redis-py blocks EVALSHA in cluster 
 its slot's master.
 
 The epoch is a fencing token: it grows by one every time a server takes a track, and every write is a
-Lua script that first checks that the lease still reads "<owner> <epoch>" -- check and write in the same
+Lua script that first checks that the lease still reads "<instance> <nonce> <epoch>" -- check and write in the same
 round trip, so a server that was paused, partitioned or slow cannot overwrite its successor.
 
 A live track's hash expires `track_ttl` after its owner's last renewal; an ended track's after
@@ -30,7 +35,9 @@ import asyncio
 import collections
 import contextlib
 import json
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +52,9 @@ LAYOUT = 2  # the data layout version written in every track hash (see the modul
 
 TERMINAL = ("STOPPED", "FAILED", "MOVED", "STARTING")
 
-# KEYS: lease, track; ARGV: owner, lease_ms, ttl_ms. A new track under a caller-chosen id, atomically:
-# refused while anyone holds the lease or the stored track is live. -> {1, epoch} | {0, holder-or-""}
+# KEYS: lease, track; ARGV: holder ("<instance> <nonce>"), lease_ms, ttl_ms. A new track under a
+# caller-chosen id, atomically: refused while anyone holds the lease or the stored track is live.
+# -> {1, epoch} | {0, holder-or-""}
 _CLAIM = """
 local cur = redis.call('GET', KEYS[1])
 if cur then return {0, cur} end
@@ -60,7 +68,7 @@ redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. e, 'PX', ARGV[2])
 return {1, e}
 """
 
-# KEYS: lease, track; ARGV: owner, lease_ms. Take over a stored live track whose lease is free.
+# KEYS: lease, track; ARGV: holder ("<instance> <nonce>"), lease_ms. Take over a stored live track whose lease is free.
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])
 if cur then return {0, cur} end
@@ -70,7 +78,7 @@ redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. e, 'PX', ARGV[2])
 return {1, e}
 """
 
-# KEYS: lease, track; ARGV: owner, epoch, lease_ms, ttl_ms. -> {code, holder}
+# KEYS: lease, track; ARGV: holder ("<instance> <nonce>"), epoch, lease_ms, ttl_ms. -> {code, holder}
 # 0 ok; 1 ours but Redis lost the state (rewrite it); 2 lost (holder, or "" when another epoch came and went)
 _RENEW = """
 local mine = ARGV[1] .. ' ' .. ARGV[2]
@@ -160,20 +168,41 @@ class StoredTrack:
     layout: int = 1  # the data layout version it was written in (1: before the field existed)
 
 
-def holder_name(value: Any) -> str:
-    """The owner part of a lease value ("<owner> <epoch>")."""
+_NONCE = re.compile(r"[0-9a-f]{12}")
+
+
+def new_nonce() -> str:
+    """A process's boot nonce (the lease value and the replica registry carry it)."""
+    return uuid.uuid4().hex[:12]
+
+
+def lease_parts(value: Any) -> tuple[str, str]:
+    """(instance, nonce) of a lease value "<instance> <nonce> <epoch>"; nonce "" for the older
+    "<instance> <epoch>"; ("", "") for none."""
     if value is None or value is False:
-        return ""
+        return "", ""
     text = value.decode() if isinstance(value, bytes) else str(value)
-    return text.rsplit(" ", 1)[0]
+    head = text.rsplit(" ", 1)[0]
+    instance, _, nonce = head.rpartition(" ")
+    if instance and _NONCE.fullmatch(nonce):
+        return instance, nonce
+    return head, ""
+
+
+def holder_name(value: Any) -> str:
+    """The instance part of a lease value (the name other replicas find its address under)."""
+    return lease_parts(value)[0]
 
 
 class RedisStateStore:
     def __init__(self, url: str, owner: str, *, prefix: str = "lorat", track_ttl_s: float = 3600.0,
                  lease_ttl_s: float = 10.0, ended_retention_s: float = 600.0, timeout_s: float = 0.5,
                  on_error: Callable[[str], None] | None = None,
-                 on_latency: Callable[[str, float], None] | None = None, cluster: bool = False) -> None:
-        self.owner = owner
+                 on_latency: Callable[[str, float], None] | None = None, cluster: bool = False,
+                 nonce: str = "") -> None:
+        self.owner = owner  # the instance id
+        self.nonce = nonce or new_nonce()
+        self.holder = f"{owner} {self.nonce}"  # what the lease names: instance and boot nonce
         self.prefix = prefix
         self.ttl_ms = max(1, int(track_ttl_s * 1000))
         self.lease_ms = max(1, int(lease_ttl_s * 1000))
@@ -198,7 +227,7 @@ class RedisStateStore:
         return f"{self.prefix}:lease:{{{track_id}}}"
 
     def token(self, epoch: int) -> str:
-        return f"{self.owner} {epoch}"
+        return f"{self.holder} {epoch}"
 
     def _keys(self, track_id: str) -> list[str]:
         return [self.lease_key(track_id), self.track_key(track_id)]
@@ -253,13 +282,13 @@ class RedisStateStore:
     async def claim(self, track_id: str) -> Claim:
         """A new track under `track_id`: atomic across replicas (no check-then-act)."""
         ok, value = await self._guard("claim", self._claim(
-            keys=self._keys(track_id), args=[self.owner, self.lease_ms, self.ttl_ms]))
+            keys=self._keys(track_id), args=[self.holder, self.lease_ms, self.ttl_ms]))
         return Claim(True, int(value)) if ok else Claim(False, holder=holder_name(value))
 
     async def acquire(self, track_id: str) -> Claim:
         """Take over a stored live track whose lease is free (resume, adoption)."""
         ok, value = await self._guard("acquire", self._acquire(
-            keys=self._keys(track_id), args=[self.owner, self.lease_ms]))
+            keys=self._keys(track_id), args=[self.holder, self.lease_ms]))
         return Claim(True, int(value)) if ok else Claim(False, holder=holder_name(value))
 
     async def renew(self, held: Iterable[tuple[str, int]]) -> dict[str, tuple[int, str]]:
@@ -268,7 +297,7 @@ class RedisStateStore:
         if not held:
             return {}
         replies = await self._pipelined("renew", self._renew, [
-            (self._keys(tid), [self.owner, epoch, self.lease_ms, self.ttl_ms]) for tid, epoch in held])
+            (self._keys(tid), [self.holder, epoch, self.lease_ms, self.ttl_ms]) for tid, epoch in held])
         return {tid: (int(code), holder_name(holder) if holder else "")
                 for (tid, _), (code, holder) in zip(held, replies)}
 

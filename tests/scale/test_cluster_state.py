@@ -124,3 +124,31 @@ def test_an_unreachable_cluster_is_a_store_outage_not_a_crash(tmp_path) -> None:
         asyncio.run(run())
     finally:
         c.stop()
+
+
+def test_the_lease_names_instance_and_boot_nonce(cluster) -> None:  # type: ignore[no-untyped-def]
+    """A second process under the same instance id (a duplicate pod, or a restart within the lease) has
+    another boot nonce: it can neither renew nor write through its predecessor's lease."""
+    from server.state.store import RENEW_LOST, lease_parts
+
+    async def run() -> None:
+        first = RedisStateStore(cluster.url, "twin", lease_ttl_s=5, cluster=True)
+        second = RedisStateStore(cluster.url, "twin", lease_ttl_s=5, cluster=True)
+        try:
+            assert first.nonce != second.nonce
+            claim = await first.claim("nonce-t")
+            assert await first.save_full("nonce-t", claim.epoch, {"source": "push"}, b"s0", "TRACKING", b"t") == ""
+            value = await first._redis.get(first.lease_key("nonce-t"))
+            assert value.decode() == f"twin {first.nonce} {claim.epoch}"
+            assert lease_parts(value) == ("twin", first.nonce) and await second.lease_holder("nonce-t") == "twin"
+            assert await second.save_states([("nonce-t", claim.epoch, b"bad", "TRACKING")]) == ["twin"]
+            assert (await second.renew([("nonce-t", claim.epoch)]))["nonce-t"][0] == RENEW_LOST
+            assert not (await second.acquire("nonce-t")).ok
+            assert (await first.load("nonce-t")).state == b"s0"  # nothing of the second one's went through
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(run())
+    assert lease_parts(b"old-style 7") == ("old-style", "")  # the layout before the nonce: held by that instance
+    assert lease_parts(b"pod a 0123456789ab 7") == ("pod a", "0123456789ab") and lease_parts(None) == ("", "")

@@ -1,0 +1,113 @@
+"""Camera (RTSP) tracks of a SIGKILLed replica are adopted by the others from the camera-track index
+(server/placement.py), spread by free capacity rather than grabbed by whoever scans first; a replica at
+--max-tracks reads NOT_SERVING on its readiness service. Real parts: a GStreamer RTSP server, a 3-node
+Redis Cluster, three `lorat-serve` replicas. No wall-clock assertion: deadlines are generous (the time to
+adopt is measured in bench/scale.py)."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lorat.v1 import tracker_pb2 as pb
+from redis.cluster import RedisCluster
+
+from ..rtsp.conftest import GST_MISSING, GST_OK, GstRtspServer, free_port
+from ..service.conftest import ServerProc, box_pb, frame_pb, make_frames
+
+COMMON = dict(redis_cluster="true", lease_ttl_s=1.0, max_batch_wait_ms=5, http_port=-1)
+IDS = [f"cam-{i}" for i in range(6)]
+SMALL = 4  # b's and c's --max-tracks: 6 orphans cannot all land on one of them
+
+
+def _wait(cond, what: str, timeout: float = 150.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = cond()
+            if last:
+                return last
+        except (grpc.RpcError, OSError) as exc:
+            last = exc
+        time.sleep(0.25)
+    raise AssertionError(f"{what}: {last!r}")
+
+
+def _own(server: ServerProc) -> dict[str, pb.TrackInfo]:
+    """The tracks `server` itself holds (ListTracks lists every live replica's; keep its own)."""
+    name = server.args[server.args.index("--instance-id") + 1]
+    return {t.track_id: t for t in server.stub.ListTracks(pb.ListTracksRequest(), timeout=20).tracks
+            if t.owner == name and t.status == pb.TRACKING}
+
+
+def _ready(server: ServerProc) -> int:
+    stub = health_pb2_grpc.HealthStub(server.channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service="lorat.v1.Tracker"), timeout=10).status
+
+
+@pytest.fixture
+def cam():  # type: ignore[no-untyped-def]
+    if not GST_OK:
+        pytest.skip(GST_MISSING)
+    server = GstRtspServer(free_port())
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_dead_replicas_camera_tracks_are_spread_over_the_others(cluster, checkpoint, cam, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    servers: dict[str, ServerProc] = {}
+    try:
+        servers["a"] = ServerProc(cluster.url, checkpoint, tmp_path / "a.log", instance_id="a", max_tracks=8,
+                                  **COMMON).start(timeout=240)
+        for name in ("b", "c"):
+            servers[name] = ServerProc(cluster.url, checkpoint, tmp_path / f"{name}.log", instance_id=name,
+                                       max_tracks=SMALL, **COMMON).start(timeout=240)
+        a, b, c = servers["a"], servers["b"], servers["c"]
+        for tid in IDS:
+            a.stub.StartTrack(pb.StartTrackRequest(track_id=tid, rtsp=pb.RtspSource(url=cam.url),
+                                                   initial_box=pb.Box(x=40, y=30, width=40, height=40)), timeout=90)
+        nodes = RedisCluster.from_url(cluster.url)
+        try:
+            index = {k.decode(): v.decode() for k, v in nodes.hgetall("lorat:pulled").items()}
+            nonce_a = nodes.hget("lorat:replica:{a}", "nonce").decode()
+            assert {tid: index.get(tid, "").rsplit(" ", 1)[0] for tid in IDS} == {tid: f"a {nonce_a}" for tid in IDS}
+            before = _wait(lambda: (lambda held: held if len(held) == len(IDS) and all(
+                t.frames_processed > 0 for t in held.values()) else None)(_own(a)), "a never tracked its cameras")
+            a.kill()
+            adopted = _wait(lambda: (lambda held: held if set(held) == set(IDS) else None)({**_own(b), **_own(c)}),
+                            "the dead replica's camera tracks were not all adopted")
+            owners = collections.Counter(t.owner for t in adopted.values())
+            assert set(owners) == {"b", "c"} and max(owners.values()) <= SMALL, owners  # spread, none over capacity
+            for tid in IDS:  # numbering goes on from the stored state, on the new owner
+                _wait(lambda tid=tid: {**_own(b), **_own(c)}[tid].frames_processed > before[tid].frames_processed,
+                      f"{tid} does not track on its new owner")
+            index = {k.decode(): v.decode() for k, v in nodes.hgetall("lorat:pulled").items()}
+            for tid, info in adopted.items():  # the index names the adopter and its boot nonce
+                nonce = nodes.hget(f"lorat:replica:{{{info.owner}}}", "nonce").decode()
+                assert index[tid].rsplit(" ", 1)[0] == f"{info.owner} {nonce}", (tid, index[tid])
+            logs = (tmp_path / "b.log").read_text() + (tmp_path / "c.log").read_text()
+            assert sum(f"event=track_adopted track_id={tid} " in logs for tid in IDS) == len(IDS)
+        finally:
+            nodes.close()
+
+        # Readiness reflects a full replica: fill the emptier one up to --max-tracks with push tracks.
+        emptier = min((b, c), key=lambda s: len(_own(s)))
+        frames, boxes = make_frames(3, 1)
+        extra = []
+        assert _ready(emptier) == health_pb2.HealthCheckResponse.SERVING
+        while len(_own(emptier)) < SMALL:
+            tid = f"fill-{len(extra)}"
+            emptier.stub.StartTrack(pb.StartTrackRequest(track_id=tid, first_frame=frame_pb(frames[0]),
+                                                         initial_box=box_pb(boxes[0])), timeout=60)
+            extra.append(tid)
+        _wait(lambda: _ready(emptier) == health_pb2.HealthCheckResponse.NOT_SERVING, "a full replica reads ready")
+        emptier.stub.StopTrack(pb.StopTrackRequest(track_id=extra[-1]), timeout=30)
+        _wait(lambda: _ready(emptier) == health_pb2.HealthCheckResponse.SERVING, "readiness did not come back")
+    finally:
+        for s in servers.values():
+            s.kill()
