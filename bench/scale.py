@@ -4,7 +4,9 @@ replicas on this machine and the same tiny random-weights model (so the figures 
 - frames/s and p99 latency with 1, 2, 3 replicas (closed-loop pushers, each to its track's owner);
 - a push sent to the wrong replica (forwarded to the owner) against one sent to the owner;
 - Redis commands per frame (INFO commandstats summed over the cluster's masters, owner-direct pushes);
-- the time from a replica's SIGKILL to its push track answering on another replica (bounded by the lease).
+- the time from a replica's SIGKILL to its push track answering on another replica (bounded by the lease);
+- the time from a replica's SIGKILL to its camera (RTSP) tracks adopted and tracking on the others, and how
+  they spread (server/placement.py; needs the GStreamer RTSP server of tests/rtsp, else the row says so).
 
 Writes bench/results/scale.md. Usage: .venv/bin/python bench/scale.py [--seconds 8]
 """
@@ -12,6 +14,7 @@ Writes bench/results/scale.md. Usage: .venv/bin/python bench/scale.py [--seconds
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import sys
@@ -31,6 +34,7 @@ import torch  # noqa: E402
 from lorat.v1 import tracker_pb2 as pb  # noqa: E402
 
 from lorat_infer import build_model, save_merged  # noqa: E402
+from tests.rtsp.conftest import GST_OK, GstRtspServer, free_port  # noqa: E402
 from tests.scale.cluster import RedisClusterProc  # noqa: E402
 from tests.service.conftest import ServerProc, box_pb, frame_pb, make_frames  # noqa: E402
 
@@ -152,10 +156,58 @@ def death_to_resume(victim: ServerProc, other: ServerProc, frames: list, boxes) 
     return time.monotonic() - t0
 
 
+def _own(server: ServerProc, name: str) -> dict[str, pb.TrackInfo]:
+    return {t.track_id: t for t in server.stub.ListTracks(pb.ListTracksRequest(), timeout=30).tracks
+            if t.owner == name and t.status == pb.TRACKING}
+
+
+def camera_adoption(victim: ServerProc, others: dict[str, ServerProc], url: str, n: int) -> dict:
+    """SIGKILL a replica holding `n` camera tracks; -> seconds until the first / all are held elsewhere,
+    until all track on their new owner, and the spread."""
+    ids = [f"cam-{i}" for i in range(n)]
+    for tid in ids:
+        victim.stub.StartTrack(pb.StartTrackRequest(track_id=tid, rtsp=pb.RtspSource(url=url),
+                                                    initial_box=pb.Box(x=40, y=30, width=40, height=40)), timeout=90)
+    name = victim.args[victim.args.index("--instance-id") + 1]
+    deadline = time.monotonic() + 120
+    while True:  # every camera delivering frames before the kill
+        held = _own(victim, name)
+        if len(held) == n and all(t.frames_processed > 0 for t in held.values()):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("cameras never tracked on the victim")
+        time.sleep(0.2)
+    before = {tid: t.frames_processed for tid, t in held.items()}
+    victim.kill()
+    t0 = time.monotonic()
+    first = everyone = tracking = None
+    while tracking is None and time.monotonic() - t0 < 120:
+        now: dict[str, pb.TrackInfo] = {}
+        for other, server in others.items():
+            try:
+                now.update(_own(server, other))
+            except grpc.RpcError:
+                continue
+        taken = {tid: t for tid, t in now.items() if tid in before}
+        elapsed = time.monotonic() - t0
+        if taken and first is None:
+            first = elapsed
+        if len(taken) == n and everyone is None:
+            everyone = elapsed
+        if len(taken) == n and all(t.frames_processed > before[tid] for tid, t in taken.items()):
+            tracking = elapsed
+            spread = collections.Counter(t.owner for t in taken.values())
+        time.sleep(0.05)
+    if tracking is None:
+        raise RuntimeError("camera tracks were not all adopted within 120 s")
+    return {"first": first, "all": everyone, "tracking": tracking, "spread": dict(sorted(spread.items()))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--tracks-per-replica", type=int, default=2)
+    ap.add_argument("--cameras", type=int, default=6, help="camera tracks on the replica that is killed")
     args = ap.parse_args()
     torch.manual_seed(1234)
     work = Path(tempfile.mkdtemp(prefix="lorat-scale-"))
@@ -175,6 +227,16 @@ def main() -> None:
         fw = forward_latency(replicas[0], replicas[1], frames, boxes)
         active, idle, n_frames, cmd_s = commands_per_frame(cluster, replicas[0], frames, boxes)
         dead_s = death_to_resume(replicas[2], replicas[1], frames, boxes)
+        cams = None
+        if GST_OK:  # a fresh replica joins; the first one, holding the cameras, dies; r2 and r4 adopt them
+            cam = GstRtspServer(free_port())
+            cam.start()
+            try:
+                replicas.append(ServerProc(cluster.url, ckpt, work / "r4.log", instance_id="r4", redis_cluster="true",
+                                           lease_ttl_s=LEASE_TTL_S, max_batch_wait_ms=2, http_port=-1).start())
+                cams = camera_adoption(replicas[0], {"r2": replicas[1], "r4": replicas[3]}, cam.url, args.cameras)
+            finally:
+                cam.kill()
     finally:
         for r in replicas:
             r.kill()
@@ -208,7 +270,7 @@ def main() -> None:
         f"## Redis commands per frame ({n_frames} owner-direct pushes of one track in {cmd_s:.1f} s, all masters)",
         "",
         "INFO commandstats summed over the masters while pushing, minus the same time idle (lease renewals, "
-        "replica heartbeats, the orphan scan: periodic, not per frame). Rows marked * run inside our Lua "
+        "replica heartbeats, the camera-track index read: periodic, not per frame). Rows marked * run inside our Lua "
         "scripts (no round trip of their own).",
         "",
         "| command | while pushing | idle, same time | per frame |",
@@ -223,6 +285,22 @@ def main() -> None:
         "",
         f"SIGKILL of the owner, then pushes to another replica every 5 ms: first result after **{dead_s:.2f} s** "
         f"(--lease-ttl-s {LEASE_TTL_S:g}: the lease must lapse; the bound is the lease TTL plus one resume).",
+        "",
+        "## A replica's death to its camera tracks tracking elsewhere",
+        "",
+        *(["GStreamer's RTSP server is missing here: not measured (tests/rtsp/conftest.py says what to install)."]
+          if cams is None else [
+            f"{args.cameras} camera (RTSP) tracks on one replica, SIGKILLed; two replicas left (r2, r4), each "
+            "with room. Adoption reads the camera-track index and places each orphan by weighted rendezvous "
+            "hashing (server/placement.py), at most 4 per replica per cycle. Bound: max(3 s, lease TTL) + one "
+            f"adoption period (max(1 s, lease TTL / 2)) + reopening the camera = about "
+            f"{max(3.0, LEASE_TTL_S) + max(1.0, LEASE_TTL_S / 2):g} s + reopen here.",
+            "",
+            "| first adopted | all adopted | all tracking on their new owner | spread |",
+            "|---|---|---|---|",
+            f"| {cams['first']:.2f} s | {cams['all']:.2f} s | **{cams['tracking']:.2f} s** | "
+            f"{', '.join(f'{k}: {v}' for k, v in cams['spread'].items())} |",
+          ]),
         "",
     ]
     text = "\n".join(lines)

@@ -35,10 +35,15 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
+from .errors import ServiceError
+from .forward import forwarded
 from .log import event
 from .replicas import Replica, ReplicaRegistry
 from .state.connect import REDIS_ERRORS
@@ -179,3 +184,53 @@ class Placement:
             await self._drop_if(keys=[self.key], args=[track_id, entry.text()])
         except REDIS_ERRORS as exc:
             event("placement_index_failed", 30, track_id=track_id, error=type(exc).__name__)
+
+    async def winner(self, track_id: str, load: int) -> str | None:
+        """Where a new camera track should start instead of here (`load`: tracks held here now), or None:
+        here. It stays here unless another live replica has at least twice this one's free room (or this
+        one is full): a balanced cluster pays no extra hop, an unbalanced one fills its emptier replicas.
+        Among those, the rendezvous winner weighted by free room. Redis away: here."""
+        try:
+            live = {r.instance: r for r in await self.replicas.live()}
+        except REDIS_ERRORS:
+            return None
+        now_ms = int(time.time() * 1000)
+        mine = max(0, self.replicas.capacity - load)
+        roomier = {inst: r.free for inst, r in live.items() if inst != self.replicas.instance
+                   and not self._gone(Entry(inst, r.nonce, 0), live, now_ms) and r.free >= max(1, 2 * mine)}
+        ranks = ranking(track_id, roomier)
+        return ranks[0] if ranks else None
+
+
+async def start_elsewhere(manager: Any, forwarder: Any, request: Any, context: Any) -> Any:
+    """A new camera track's StartTrack on the replica placement picks (the StartTrackResponse), or None:
+    start it here (a push track, no placement, a forwarded call, this replica wins, the winner unreachable
+    or full by now). An RTSP start waits for the camera's first frame, so the caller's own deadline is
+    passed on, not the forwarder's cap for an owner that does not answer."""
+    placement = manager.placement
+    if (placement is None or forwarder is None or request.WhichOneof("source") != "rtsp" or manager.draining
+            or forwarded(context)):
+        return None
+    if not request.track_id:
+        request.track_id = uuid.uuid4().hex[:16]
+    winner = await placement.winner(request.track_id, len(manager.registry) + len(manager.registry.reserved))
+    if winner is None:
+        return None
+    try:
+        address = await placement.replicas.address_of(winner)
+    except REDIS_ERRORS:
+        return None
+    if address is None or address == placement.replicas.address:
+        return None
+    remaining = context.time_remaining()
+    try:
+        reply = await forwarder.stub(address).StartTrack(
+            request, metadata=forwarder.metadata(context),
+            timeout=remaining if remaining is not None else manager.settings.rtsp_start_timeout_s + 30)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            return None  # gone, draining, or full since its last heartbeat: start it here
+        raise ServiceError(exc.code(), exc.details() or "") from None
+    forwarder.count("StartTrack")
+    event("track_placed", track_id=request.track_id, replica=winner)
+    return reply

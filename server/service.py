@@ -21,6 +21,7 @@ from .core import TrackManager
 from .errors import ServiceError, refuse
 from .forward import Forwarder, forwarded
 from .log import event
+from .placement import start_elsewhere
 from .stored_info import info_from_stored
 from .stream_proxy import PushProxy
 from .urlpolicy import redact
@@ -96,6 +97,9 @@ class TrackerService(pb_grpc.TrackerServicer):
 
     @_status
     async def StartTrack(self, request: pb.StartTrackRequest, context: Any) -> pb.StartTrackResponse:
+        placed = await start_elsewhere(self._mgr(), self.forwarder, request, context)  # camera tracks
+        if placed is not None:  # started on the replica placement picked (server/placement.py)
+            return placed
         track_id, first = await self._mgr().start_track(request)
         return pb.StartTrackResponse(track_id=track_id, first_result=first)
 

@@ -1,5 +1,6 @@
 """Camera (RTSP) tracks of a SIGKILLed replica are adopted by the others from the camera-track index
-(server/placement.py), spread by free capacity rather than grabbed by whoever scans first; a replica at
+(server/placement.py), spread by free capacity rather than grabbed by whoever scans first; a new camera
+track sent to a replica with little room starts on the rendezvous winner among roomier ones; a replica at
 --max-tracks reads NOT_SERVING on its readiness service. Real parts: a GStreamer RTSP server, a 3-node
 Redis Cluster, three `lorat-serve` replicas. No wall-clock assertion: deadlines are generous (the time to
 adopt is measured in bench/scale.py)."""
@@ -14,6 +15,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lorat.v1 import tracker_pb2 as pb
 from redis.cluster import RedisCluster
+
+from server.placement import ranking
 
 from ..rtsp.conftest import GST_MISSING, GST_OK, GstRtspServer, free_port
 from ..service.conftest import ServerProc, box_pb, frame_pb, make_frames
@@ -68,9 +71,18 @@ def test_dead_replicas_camera_tracks_are_spread_over_the_others(cluster, checkpo
             servers[name] = ServerProc(cluster.url, checkpoint, tmp_path / f"{name}.log", instance_id=name,
                                        max_tracks=SMALL, **COMMON).start(timeout=240)
         a, b, c = servers["a"], servers["b"], servers["c"]
-        for tid in IDS:
-            a.stub.StartTrack(pb.StartTrackRequest(track_id=tid, rtsp=pb.RtspSource(url=cam.url),
-                                                   initial_box=pb.Box(x=40, y=30, width=40, height=40)), timeout=90)
+        box = pb.Box(x=40, y=30, width=40, height=40)
+        for tid in IDS:  # a keeps them: no other replica has twice its free room (8-k vs 4)
+            a.stub.StartTrack(pb.StartTrackRequest(track_id=tid, rtsp=pb.RtspSource(url=cam.url), initial_box=box),
+                              timeout=90)
+        # a now has room for 2, b and c for 4 each: a new camera track sent to a starts on the rendezvous
+        # winner of b and c (equal free room), forwarded there.
+        placed = a.stub.StartTrack(pb.StartTrackRequest(track_id="cam-new", rtsp=pb.RtspSource(url=cam.url),
+                                                        initial_box=box), timeout=90)
+        assert placed.first_result.frame_number == 0
+        winner = ranking("cam-new", {"b": SMALL, "c": SMALL})[0]
+        assert "cam-new" in _own(servers[winner]) and "cam-new" not in _own(a)
+        assert "event=track_placed track_id=cam-new replica=" + winner in (tmp_path / "a.log").read_text()
         nodes = RedisCluster.from_url(cluster.url)
         try:
             index = {k.decode(): v.decode() for k, v in nodes.hgetall("lorat:pulled").items()}
@@ -79,10 +91,13 @@ def test_dead_replicas_camera_tracks_are_spread_over_the_others(cluster, checkpo
             before = _wait(lambda: (lambda held: held if len(held) == len(IDS) and all(
                 t.frames_processed > 0 for t in held.values()) else None)(_own(a)), "a never tracked its cameras")
             a.kill()
-            adopted = _wait(lambda: (lambda held: held if set(held) == set(IDS) else None)({**_own(b), **_own(c)}),
-                            "the dead replica's camera tracks were not all adopted")
+            adopted = _wait(lambda: (lambda held: held if set(held) == set(IDS) else None)(
+                {tid: t for tid, t in {**_own(b), **_own(c)}.items() if tid in IDS}),
+                "the dead replica's camera tracks were not all adopted")
             owners = collections.Counter(t.owner for t in adopted.values())
-            assert set(owners) == {"b", "c"} and max(owners.values()) <= SMALL, owners  # spread, none over capacity
+            assert set(owners) == {"b", "c"}, owners  # spread over both, not grabbed by one
+            owners[winner] += 1  # with cam-new, neither went over its --max-tracks
+            assert max(owners.values()) <= SMALL, owners
             for tid in IDS:  # numbering goes on from the stored state, on the new owner
                 _wait(lambda tid=tid: {**_own(b), **_own(c)}[tid].frames_processed > before[tid].frames_processed,
                       f"{tid} does not track on its new owner")
