@@ -61,5 +61,7 @@ default-model: venv
 	cp lorat_infer/default_model/lorat-default.safetensors lorat_infer/default_model/lorat-synthetic.safetensors
 	$(BIN)/python -m lorat_train.gather
 	$(BIN)/python -m lorat_train.default_real --config configs/default-real.yaml
+	$(BIN)/python -m lorat_train.default_real --config configs/default-hold.yaml
+	$(BIN)/python -m lorat_train.tune_window --model runs/default-hold/model.safetensors --count 16 --weights 0.3,0.45,0.6,0.75 --write
 	$(BIN)/python -m lorat_train.release_default
-	$(BIN)/python bench/eval_default.py --render bench/results
+	$(BIN)/python bench/eval_default.py --extra "previous default (stage 3)=runs/default-real/model.safetensors" --render bench/results

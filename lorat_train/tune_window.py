@@ -5,9 +5,10 @@
 The tracker picks the score-map cell maximising `score * (1 - w) + hann * w`; `w` lives in the model's
 config (`LoRATConfig.window_weight`, carried in the merged file's metadata), so a model can ship its own.
 The tuning data is **never** the real evaluation set (`bench/data/real`) nor the held-out synthetic seed that
-`bench/eval_default.py` reports: photo clips from a seed stream used nowhere else (the training mix: 40 %
-held targets, see `lorat_train.photos`) and synthetic "blobs" / "stripes" from seed 31337. The chosen weight
-maximises the mean success AUC over the three groups; `--write` stores it in the model file's metadata.
+`bench/eval_default.py` reports: photo clips from a seed stream used nowhere else (stage 4's training mix:
+40 % held targets, 30 % parts of a bigger thing, see `lorat_train.photos`) and synthetic "blobs" / "stripes"
+from seed 31337. The chosen weight maximises the mean success AUC over the three groups; `--write` stores it
+in the model file's metadata.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def tuning_sets(photos: str, count: int, frames: int) -> dict[str, list]:
     library = load_library(photos)
     clips = []
     for i in range(count):
-        seq = generate_photo_sequence(np.random.default_rng([TUNE_PHOTO_SEED, 11, i]), library, frames, 0.4)
+        seq = generate_photo_sequence(np.random.default_rng([TUNE_PHOTO_SEED, 11, i]), library, frames, 0.4, 0.3)
         if np.all(np.isfinite(seq.boxes[0])):
             clips.append(_Clip(f"photo-{i}", seq.frames, seq.boxes))
     return {"photo clips": clips,
