@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .malloc import cap_arenas
 from .settings import load_settings
 
 
@@ -18,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"lorat-serve: {exc}", file=sys.stderr)
         return 2
+    cap_arenas()  # before torch, gRPC or any pool starts a thread (server/malloc.py)
     from .app import serve  # imports torch; keep --help fast
 
     code = 0
