@@ -590,7 +590,8 @@ def bound_malloc(mmap_threshold: int = 32 * 1024) -> None:
     otherwise raises this threshold each time a large block is freed (up to 32 MiB), after which a caller's
     1 MiB label maps, 20,000-character names and request buffers land in the heap and pin it (measured:
     the heap's growth over the fuzz of bench/faults.py fell from 46 to 12-18 MiB). Set once at start-up;
-    a no-op where there is no glibc. (A cap on malloc arenas was measured too and made it worse.)"""
+    a no-op where there is no glibc. The arena cap that goes with it is set earlier, before any thread
+    starts (server/malloc.py)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, mmap_threshold)
 
