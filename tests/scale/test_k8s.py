@@ -125,3 +125,19 @@ def test_compose_replicas_profile() -> None:
     for name, svc in servers.items():
         assert svc["environment"]["LORAT_ADVERTISE_ADDRESS"] == f"{name}:50051"
         assert svc["environment"]["LORAT_REDIS_URL"] == servers["lorat"]["environment"]["LORAT_REDIS_URL"]
+
+
+def test_prometheus_adapter_serves_the_metric_the_hpa_scales_on() -> None:
+    """The HPA's per-pod metric exists only through the adapter rule: same name on both sides, and a gauge
+    that lorat-serve really exports (a renamed metric would leave the HPA on CPU alone, silently)."""
+    from server.metrics import Metrics
+
+    hpa = by_kind(base_docs(), "HorizontalPodAutoscaler")
+    wanted = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
+    rules = yaml.safe_load((K8S / "prometheus-adapter" / "values.yaml").read_text())["rules"]["custom"]
+    served = {r["name"]["as"] for r in rules}
+    assert wanted and wanted <= served
+    exported = {m.name for m in Metrics().registry.collect() if m.type == "gauge"}
+    for rule in rules:
+        series = rule["seriesQuery"].split("{", 1)[0]
+        assert series in exported, series
