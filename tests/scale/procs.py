@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -44,3 +46,20 @@ def start_together(servers: list[ServerProc], timeout: float = 120.0,
         for s in servers:
             s.kill()
         raise
+
+
+# The settings every replica of the cluster tests runs with: a short lease so that deaths are noticed quickly.
+CLUSTER_REPLICA = dict(redis_cluster="true", lease_ttl_s=1.0, max_batch_wait_ms=5, http_port=-1)
+
+
+@contextmanager
+def cluster_trio(redis_url: str, checkpoint: Path, logs: Path) -> Iterator[dict[str, ServerProc]]:
+    """Replicas "a", "b" and "c" on one Redis Cluster, started together, killed at the end."""
+    servers = {name: ServerProc(redis_url, checkpoint, logs / f"{name}.log", instance_id=name, **CLUSTER_REPLICA)
+               for name in ("a", "b", "c")}
+    try:
+        start_together(list(servers.values()))
+        yield servers
+    finally:
+        for s in servers.values():
+            s.kill()

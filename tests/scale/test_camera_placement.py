@@ -20,8 +20,8 @@ from server.placement import ranking
 
 from ..rtsp.conftest import GST_MISSING, GST_OK, GstRtspServer, free_port
 from ..service.conftest import ServerProc, box_pb, frame_pb, make_frames
+from .procs import CLUSTER_REPLICA
 
-COMMON = dict(redis_cluster="true", lease_ttl_s=1.0, max_batch_wait_ms=5, http_port=-1)
 IDS = [f"cam-{i}" for i in range(6)]
 SMALL = 4  # b's and c's --max-tracks: 6 orphans cannot all land on one of them
 
@@ -66,10 +66,10 @@ def test_dead_replicas_camera_tracks_are_spread_over_the_others(cluster, checkpo
     servers: dict[str, ServerProc] = {}
     try:
         servers["a"] = ServerProc(cluster.url, checkpoint, tmp_path / "a.log", instance_id="a", max_tracks=8,
-                                  **COMMON).start(timeout=240)
+                                  **CLUSTER_REPLICA).start(timeout=240)
         for name in ("b", "c"):
             servers[name] = ServerProc(cluster.url, checkpoint, tmp_path / f"{name}.log", instance_id=name,
-                                       max_tracks=SMALL, **COMMON).start(timeout=240)
+                                       max_tracks=SMALL, **CLUSTER_REPLICA).start(timeout=240)
         a, b, c = servers["a"], servers["b"], servers["c"]
         box = pb.Box(x=40, y=30, width=40, height=40)
         for tid in IDS:  # a keeps them: no other replica has twice its free room (8-k vs 4)

@@ -34,22 +34,13 @@ from ..service.conftest import (
     reference_boxes,
     xywh,
 )
-from .procs import start_together
-
-COMMON = dict(redis_cluster="true", lease_ttl_s=1.0, max_batch_wait_ms=5, http_port=-1)
+from .procs import cluster_trio
 
 
 @pytest.fixture(scope="module")
 def trio(cluster, checkpoint, tmp_path_factory):  # type: ignore[no-untyped-def]
-    logs = tmp_path_factory.mktemp("fwd-streams")
-    servers = {name: ServerProc(cluster.url, checkpoint, logs / f"{name}.log", instance_id=name, **COMMON)
-               for name in ("a", "b", "c")}
-    try:
-        start_together(list(servers.values()))
+    with cluster_trio(cluster.url, checkpoint, tmp_path_factory.mktemp("fwd-streams")) as servers:
         yield servers
-    finally:
-        for s in servers.values():
-            s.kill()
 
 
 @pytest.fixture(scope="module")

@@ -21,23 +21,13 @@ from ..service.conftest import (
     reference_boxes,
     xywh,
 )
-
-COMMON = dict(redis_cluster="true", lease_ttl_s=1.0, max_batch_wait_ms=5, http_port=-1)
-
+from .procs import CLUSTER_REPLICA, cluster_trio
 
 
 @pytest.fixture(scope="module")
 def trio(cluster, checkpoint, tmp_path_factory):  # type: ignore[no-untyped-def]
-    logs = tmp_path_factory.mktemp("replicas")
-    servers = {}
-    try:
-        for name in ("a", "b", "c"):
-            servers[name] = ServerProc(cluster.url, checkpoint, logs / f"{name}.log", instance_id=name,
-                                       **COMMON).start()
+    with cluster_trio(cluster.url, checkpoint, tmp_path_factory.mktemp("replicas")) as servers:
         yield servers
-    finally:
-        for s in servers.values():
-            s.kill()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +45,7 @@ def test_registry_lists_every_replica_and_refuses_a_duplicate_id(trio, cluster, 
         assert int(entry[b"capacity"]) == 256 and len(entry[b"nonce"]) == 12
     finally:
         nodes.close()
-    dup = ServerProc(cluster.url, checkpoint, tmp_path / "dup.log", instance_id="a", **COMMON)
+    dup = ServerProc(cluster.url, checkpoint, tmp_path / "dup.log", instance_id="a", **CLUSTER_REPLICA)
     with pytest.raises(RuntimeError, match="exited 1"):
         dup.start()
     assert "instance id 'a' is registered by another live server" in (tmp_path / "dup.log").read_text()
