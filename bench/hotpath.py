@@ -13,7 +13,8 @@
    forward is timed by wrapping `model.forward_tokens` (synchronous on CPU); host = step - forward, measured
    on the one-forward fp32 engine (with concurrent chunks, "outside the forward" has no wall-time meaning).
    Steps of the engines alternate so load on the shared machine hits all of them alike; medians of the
-   rounds are reported.
+   rounds are reported. `--compiled` adds "new auto compiled" (`compile=True`: inductor fuses the crop
+   resample from the uint8 taps with the forward and selection); its compile time is reported apart.
 2. Service frames/s with the `tiny` model at 8 and 32 closed-loop clients pushing 640x480 JPEGs, next to
    the engine's own frames/s on the decoded frames (bench/service.py's machinery).
 3. B-224 at batch 8, fp32 weights against bf16 weights cast once (the engine's forward + selection), and
@@ -39,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -189,9 +191,12 @@ def tracks(size: tuple[int, int], batch: int, frames: int = 6) -> tuple[list[lis
     return videos, boxes
 
 
-def host_path(size: tuple[int, int], batch: int, seconds: float, model: torch.nn.Module) -> dict[str, dict]:
+def host_path(size: tuple[int, int], batch: int, seconds: float, model: torch.nn.Module, compiled: bool = False
+              ) -> dict[str, dict]:
     """Per engine: medians of host us/frame outside the forward (wall and process CPU) and frames/s (per
-    wall second and per CPU second)."""
+    wall second and per CPU second). `compiled` adds "new auto compiled" (`compile=True`): its first step
+    (the compile) is timed apart as "compile_s" and never counted; its forward is not clocked (the clock's
+    Python timers would break the compiled graph)."""
     videos, boxes = tracks(size, batch)
     engines = {  # each on its own copy of the weights, so each forward clock wraps one engine's model
         "previous": LegacyEngine(copy.deepcopy(model)),
@@ -199,13 +204,21 @@ def host_path(size: tuple[int, int], batch: int, seconds: float, model: torch.nn
         "new auto": TrackingEngine(copy.deepcopy(model), device="cpu", precision="auto"),
         "new auto chunked": TrackingEngine(copy.deepcopy(model), device="cpu", precision="auto", cpu_workers=None),
     }
+    if compiled:
+        engines["new auto compiled"] = TrackingEngine(copy.deepcopy(model), device="cpu", precision="auto",
+                                                      compile=True)
     init = engines["new fp32"]
     runs: dict[str, dict] = {}
     for name, engine in engines.items():
         maker = engine if isinstance(engine, TrackingEngine) else init
         states = maker.initialize([v[0] for v in videos], boxes)
-        clock = ForwardClock(engine.model)
-        runs[name] = {"engine": engine, "states": states, "clock": clock, "t": 1,
+        t, compile_s = 1, None
+        if name == "new auto compiled":
+            t0 = time.perf_counter()
+            states = [s for s, _ in engine.step(states, [v[1] for v in videos])]
+            t, compile_s = 2, time.perf_counter() - t0
+        clock = ForwardClock(engine.model) if compile_s is None else SimpleNamespace(seconds=0.0, cpu_seconds=0.0)
+        runs[name] = {"engine": engine, "states": states, "clock": clock, "t": t, "compile_s": compile_s,
                       "host": [], "host_cpu": [], "fps": [], "fps_cpu": []}
     stop = time.perf_counter() + seconds
     rounds = 0
@@ -228,7 +241,7 @@ def host_path(size: tuple[int, int], batch: int, seconds: float, model: torch.nn
         rounds += 1
     return {name: {"host_us": 1e6 * statistics.median(r["host"]), "host_cpu_us": 1e6 * statistics.median(r["host_cpu"]),
                    "fps": statistics.median(r["fps"]), "fps_cpu": statistics.median(r["fps_cpu"]),
-                   "rounds": len(r["host"])} for name, r in runs.items()}
+                   "rounds": len(r["host"]), "compile_s": r["compile_s"]} for name, r in runs.items()}
 
 
 def steady_heap() -> bool:
@@ -343,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drift-frames", type=int, default=60)
     ap.add_argument("--skip-service", action="store_true")
     ap.add_argument("--skip-b224", action="store_true")
+    ap.add_argument("--compiled", action="store_true", help="add \"new auto compiled\" (compile=True, inductor "
+                    "on the CPU) to the frames/s columns; its compile time is reported apart")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (and crop gather threads); "
                     "0 = torch's default")
     ap.add_argument("--default-malloc", action="store_true", help="keep glibc's adaptive mmap threshold "
@@ -374,20 +389,29 @@ def main(argv: list[str] | None = None) -> int:
         + ("glibc mmap threshold fixed at 32 MiB, no trimming (`steady_heap`: every engine on a warm heap)."
            if steady else "glibc's defaults (the previous engine's cost depends on the process history)."),
         "",
-        "| frames | batch | host us/frame wall: previous / new fp32 (reduction) | host us/frame CPU: previous / "
-        "new fp32 (reduction) | frames/s wall: previous / new fp32 / new auto / new auto chunked (best / "
-        "previous) | frames per CPU-s: previous / new fp32 / new auto / new auto chunked (best / previous) | "
-        "rounds |",
+        ("| frames | batch | host us/frame wall: previous / new fp32 (reduction) | host us/frame CPU: previous / "
+         "new fp32 (reduction) | frames/s wall: previous / new fp32 / new auto / new auto chunked (best / "
+         "previous) | frames per CPU-s: previous / new fp32 / new auto / new auto chunked (best / previous) | "
+         if not args.compiled else
+         "| frames | batch | host us/frame wall: previous / new fp32 (reduction) | host us/frame CPU: previous / "
+        "new fp32 (reduction) | frames/s wall: previous / new fp32 / new auto / new auto chunked / new auto "
+        "compiled (best / previous) | frames per CPU-s: previous / new fp32 / new auto / new auto chunked / new "
+         "auto compiled (best / previous) | ")
+        + "rounds |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     summary = {}
+    compile_times: list[str] = []
     for size in ((640, 480), (1920, 1080)):
         for batch in batches:
-            r = host_path(size, batch, args.seconds, model)
+            r = host_path(size, batch, args.seconds, model, compiled=args.compiled)
             prev, new32, auto, chunked = r["previous"], r["new fp32"], r["new auto"], r["new auto chunked"]
             red = prev["host_us"] / max(new32["host_us"], 1e-9)
             red_cpu = prev["host_cpu_us"] / max(new32["host_cpu_us"], 1e-9)
-            new = (new32, auto, chunked)
+            new: tuple[dict, ...] = (new32, auto, chunked)
+            if args.compiled:
+                new += (r["new auto compiled"],)
+                compile_times.append(f"{size[0]}x{size[1]} batch {batch}: {r['new auto compiled']['compile_s']:.1f} s")
             spd = max(e["fps"] for e in new) / prev["fps"]
             spd_cpu = max(e["fps_cpu"] for e in new) / prev["fps_cpu"]
             summary[(size, batch)] = (red, red_cpu, spd, spd_cpu)
@@ -397,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
                 + " / ".join(f"{e['fps']:.0f}" for e in new) + f" ({spd:.2f}x) | {prev['fps_cpu']:.0f} / "
                 + " / ".join(f"{e['fps_cpu']:.0f}" for e in new) + f" ({spd_cpu:.2f}x) | {prev['rounds']} |")
             print(lines[-1], flush=True)
+    if compile_times:
+        lines += ["", "\"new auto compiled\": first step (inductor compile, not counted above): "
+                  + "; ".join(compile_times) + "."]
     key = ((1920, 1080), 32)
     if key in summary:
         red, red_cpu, spd, spd_cpu = summary[key]

@@ -212,3 +212,23 @@ def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.d
     out.addcmul_(t[:, :, 1], wx[:, :, 1].reshape(n, 1, 1, s) * a)
     out.add_((1 - mx).view(n, 1, 1, s) * pad * a + b)
     return torch.empty((n, 3, s, s), dtype=dtype, device=grid.device).copy_(out)  # contiguous, compute dtype
+
+
+def resample_pure(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """`resample` as one out-of-place expression, for `torch.compile` on a CPU: inductor fuses the uint8
+    read, both weighted sums, the padding, the normalisation and the cast into one pass over the taps
+    (12 S^2 bytes in, 3 S^2 values out per track). Same terms in the same order as `resample`; the in-place
+    form above is faster eager but compiles to slow scatter kernels (bench/results/hotpath.md)."""
+    n, s = grid.shape[0], size
+    a, b = _norm_constants(grid.device)
+    wy = params[:, : 2 * s].view(n, s, 2)
+    wx = params[:, 2 * s : 4 * s].view(n, s, 2)
+    my = params[:, 4 * s : 5 * s]
+    mx = params[:, 5 * s : 6 * s]
+    pad = params[:, 6 * s :].view(n, 3, 1, 1)
+    g = grid.view(n, 3, 2, 2, s, s).float()  # [column tap b, row tap a, y, x]
+    t = (g[:, :, :, 0] * wy[:, :, 0].reshape(n, 1, 1, s, 1) + g[:, :, :, 1] * wy[:, :, 1].reshape(n, 1, 1, s, 1)
+         + ((1 - my).view(n, 1, s, 1) * pad).view(n, 3, 1, s, 1))
+    out = (t[:, :, 0] * (wx[:, :, 0].reshape(n, 1, 1, s) * a) + t[:, :, 1] * (wx[:, :, 1].reshape(n, 1, 1, s) * a)
+           + ((1 - mx).view(n, 1, 1, s) * pad * a + b))
+    return out.to(dtype)

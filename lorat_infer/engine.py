@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .crop import CropTransform, clip_boxes, xywh_to_xyxy, xyxy_to_xywh
-from .device_crop import gather_grid, gather_on_device, mean_colors, param_width, plan_crops, resample
+from .device_crop import gather_grid, gather_on_device, mean_colors, param_width, plan_crops, resample, resample_pure
 from .family import FrameBatch, HostCrops, ModelFamily, SearchGeometry, StepArrays, TrackState, family_for
 from .precision import PRECISIONS, resolve_precision
 from .runner import StepRunner, single_threaded_pool
@@ -243,8 +243,9 @@ class TrackingEngine:
         params = self.runner.staging((rows, param_width(size)), torch.float32)
         on_device = [i for i, f in enumerate(frames) if not isinstance(f, np.ndarray)]
         # On a CPU the resampler's float input is filled by the gather threads, each track's taps converted
-        # right after their gather while they are in cache (no separate pass over the batch).
-        taps = None if self.runner.cuda else self.runner.workspace(grid)
+        # right after their gather while they are in cache (no separate pass over the batch); compiled on a
+        # CPU, the uint8 taps go straight into the fused resample (`_device_step`).
+        taps = None if self.runner.cuda or self.runner.compiled else self.runner.workspace(grid)
         gather_grid(frames, plan, grid.numpy(), self._gather_pool if gather_threads else None,
                     self._gather_workers, skip=set(on_device), out_float=None if taps is None else taps.numpy())
         params_np = params.numpy()
@@ -275,7 +276,8 @@ class TrackingEngine:
 
     def _device_step(self, grid: torch.Tensor, params: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         """Crop + forward + selection: one pure tensor function per batch shape (compiled / graphed)."""
-        crops = resample(grid, params, grid.shape[-1] // 2, self.dtype)
+        fused = self.runner.compiled and not self.runner.cuda and grid.dtype == torch.uint8
+        crops = (resample_pure if fused else resample)(grid, params, grid.shape[-1] // 2, self.dtype)
         return self.family.device_step(crops, *inputs)
 
     @torch.inference_mode()

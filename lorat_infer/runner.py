@@ -46,7 +46,10 @@ class StepRunner:
             for knob in ("cache_size_limit", "recompile_limit"):
                 if hasattr(dynamo.config, knob):
                     setattr(dynamo.config, knob, max(getattr(dynamo.config, knob), 4 * len(BUCKETS)))
-            return torch.compile(fn, dynamic=False)
+            # CPU: inductor's freezing treats the (never changing) weights as constants and prepacks them for
+            # oneDNN: the tiny model's compiled step at batch 32 ran 1.17-1.26x eager with it, 1.09x without
+            # (single paired runs on the loaded 2-core machine).
+            return torch.compile(fn, dynamic=False, options=None if self.cuda else {"freezing": True})
         except Exception as exc:  # compile is an optimisation: never a reason not to serve
             log.warning("torch.compile unavailable (%s); running eager", exc)
             self.compiled = False

@@ -127,7 +127,8 @@ async def serve(settings: Settings) -> None:
             loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name.lower()), stop.set()))
 
         model, model_id = await asyncio.to_thread(load_serving_model, settings)
-        engine = await asyncio.to_thread(TrackingEngine, model, device=settings.device, precision=settings.precision)
+        engine = await asyncio.to_thread(TrackingEngine, model, device=settings.device, precision=settings.precision,
+                                         compile={"on": True, "off": False}.get(settings.compile))
         event("model_loaded", model_id=model_id, device=settings.device, precision=engine.precision,
               params=sum(p.numel() for p in model.parameters()))
         owner = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -143,7 +144,8 @@ async def serve(settings: Settings) -> None:
         executor = BatchExecutor(engine)
         executors = {model_id: executor}
         extra = await asyncio.to_thread(load_engines, parse_model_specs(settings.model), model_id,
-                                        settings.device, settings.precision)
+                                        settings.device, settings.precision,
+                                        {"on": True, "off": False}.get(settings.compile))
         for mid, extra_engine in extra.items():
             executors[mid] = BatchExecutor(extra_engine)
             event("model_loaded", model_id=mid, family=extra_engine.family.name, device=settings.device,

@@ -73,7 +73,8 @@ def model_id(name: str, path: Path) -> str:
     return f"{name}@{file_digest(path)}"
 
 
-def load_engines(specs: list[ModelSpec], default_id: str, device: str, precision: str) -> dict[str, Any]:
+def load_engines(specs: list[ModelSpec], default_id: str, device: str, precision: str,
+                 compile: bool | None = None) -> dict[str, Any]:
     """model id -> TrackingEngine for every `--model` (the default model's engine is built by the caller)."""
     from lorat_infer import TrackingEngine, load_model
 
@@ -83,7 +84,7 @@ def load_engines(specs: list[ModelSpec], default_id: str, device: str, precision
             raise ValueError(f"--model {spec.name}: the default model is already called {spec.name!r}")
         if not spec.path.is_file():
             raise FileNotFoundError(f"--model {spec.name}: no such file: {spec.path}")
-        engine = TrackingEngine(load_model(spec.path), device=device, precision=precision,
+        engine = TrackingEngine(load_model(spec.path), device=device, precision=precision, compile=compile,
                                 params=spec.params or None)
         engines[model_id(spec.name, spec.path)] = engine
     return engines
