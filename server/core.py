@@ -115,6 +115,7 @@ class TrackManager:
         bound_malloc()
         self._tasks.append(asyncio.create_task(_return_freed_memory(), name="malloc-trim"))
         if health is not None:
+            self.registry.on_change = lambda: health.set_full(self._full())
             supervised = [t for t in self._tasks if t.get_name() in ("engine-loop", "committer", "lease-keeper")]
             sup = Supervisor(health, tasks=lambda: supervised, oldest_wait=self.loop.oldest_wait,
                              last_progress=lambda: self.loop.last_progress, stall_s=self.settings.engine_stall_s,

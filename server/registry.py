@@ -43,6 +43,8 @@ class TrackRegistry:
         self.reserved: set[str] = set()
         self.claims: dict[str, int] = {}  # ids being started: their lease epoch (renewed by the keeper)
         self.tombstones: collections.OrderedDict[str, tuple[float, pb.TrackInfo]] = collections.OrderedDict()
+        # Called after a track is added or removed (readiness follows a full replica at once, not a poll later).
+        self.on_change: Callable[[], None] | None = None
 
     @property
     def owner(self) -> str:
@@ -55,6 +57,8 @@ class TrackRegistry:
         self.tracks[track.track_id] = track
         self.tombstones.pop(track.track_id, None)
         self.metrics.active_tracks.set(len(self.tracks))
+        if self.on_change is not None:
+            self.on_change()
 
     def tombstone(self, track_id: str) -> pb.TrackInfo | None:
         item = self.tombstones.get(track_id)
@@ -122,6 +126,8 @@ class TrackRegistry:
         self.tracks.pop(track.track_id, None)
         self.metrics.forget_track(track.track_id)
         self.metrics.active_tracks.set(len(self.tracks))
+        if self.on_change is not None:
+            self.on_change()
         self.hub.forget(track.track_id)
         if not handoff:
             final = convert.result(track, None, status, track.state.box_xyxy, 0.0, message=reason)

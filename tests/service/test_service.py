@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -164,7 +165,14 @@ def test_stream_watch_and_h264(server) -> None:  # type: ignore[no-untyped-def]
 
 def test_health_reflection_and_metrics_lint(server) -> None:  # type: ignore[no-untyped-def]
     health = health_pb2_grpc.HealthStub(server.channel)
-    assert health.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING
+    # Readiness is NOT_SERVING while the server holds --max-tracks (8 here) tracks; earlier tests' tracks may
+    # still be ending, so wait for it (a server that never becomes ready fails here).
+    deadline = time.monotonic() + 30
+    serving = health_pb2.HealthCheckResponse.SERVING
+    while (status := health.Check(health_pb2.HealthCheckRequest(service="")).status) != serving:
+        assert time.monotonic() < deadline, (status, [t.track_id for t in server.stub.ListTracks(
+            pb.ListTracksRequest()).tracks])
+        time.sleep(0.1)
     refl = reflection_pb2_grpc.ServerReflectionStub(server.channel)
     resp = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in resp.list_services_response.service}
