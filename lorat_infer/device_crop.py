@@ -182,6 +182,17 @@ def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return cached
 
 
+def _split_params(params: torch.Tensor, n: int, s: int) -> tuple[torch.Tensor, ...]:
+    """(N, 6S + 3) resample params -> row weights (N, S, 2), column weights (N, S, 2), row and column
+    inside-masks (N, S) and the padding colour (N, 3, 1, 1): the one place that knows the packing."""
+    wy = params[:, : 2 * s].view(n, s, 2)
+    wx = params[:, 2 * s : 4 * s].view(n, s, 2)
+    my = params[:, 4 * s : 5 * s]
+    mx = params[:, 5 * s : 6 * s]
+    pad = params[:, 6 * s :].view(n, 3, 1, 1)
+    return wy, wx, my, mx, pad
+
+
 def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.dtype,
              work: torch.Tensor | None = None) -> torch.Tensor:
     """(N, 3, 2S, 2S) sampled pixels (`gather_grid`'s layout; uint8, or already float32) + (N, 6S + 3)
@@ -193,11 +204,7 @@ def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.d
     and the normalisation folded into the constant terms."""
     n, s = grid.shape[0], size
     a, b = _norm_constants(grid.device)
-    wy = params[:, : 2 * s].view(n, s, 2)
-    wx = params[:, 2 * s : 4 * s].view(n, s, 2)
-    my = params[:, 4 * s : 5 * s]
-    mx = params[:, 5 * s : 6 * s]
-    pad = params[:, 6 * s :].view(n, 3, 1, 1)
+    wy, wx, my, mx, pad = _split_params(params, n, s)
     if grid.dtype == torch.float32:
         g = grid
     else:
@@ -221,11 +228,7 @@ def resample_pure(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: to
     form above is faster eager but compiles to slow scatter kernels (bench/results/hotpath.md)."""
     n, s = grid.shape[0], size
     a, b = _norm_constants(grid.device)
-    wy = params[:, : 2 * s].view(n, s, 2)
-    wx = params[:, 2 * s : 4 * s].view(n, s, 2)
-    my = params[:, 4 * s : 5 * s]
-    mx = params[:, 5 * s : 6 * s]
-    pad = params[:, 6 * s :].view(n, 3, 1, 1)
+    wy, wx, my, mx, pad = _split_params(params, n, s)
     g = grid.view(n, 3, 2, 2, s, s).float()  # [column tap b, row tap a, y, x]
     t = (g[:, :, :, 0] * wy[:, :, 0].reshape(n, 1, 1, s, 1) + g[:, :, :, 1] * wy[:, :, 1].reshape(n, 1, 1, s, 1)
          + ((1 - my).view(n, 1, s, 1) * pad).view(n, 3, 1, s, 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ..rtsp.conftest import rtsp_server  # noqa: F401  (fixture)
 from ..service.conftest import checkpoint, engine  # noqa: F401  (fixtures)
 from .cluster import RedisClusterProc
 

@@ -11,14 +11,12 @@ import collections
 import time
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lorat.v1 import tracker_pb2 as pb
 from redis.cluster import RedisCluster
 
 from server.placement import ranking
 
-from ..rtsp.conftest import GST_MISSING, GST_OK, GstRtspServer, free_port
 from ..service.conftest import ServerProc, box_pb, frame_pb, make_frames
 from .procs import CLUSTER_REPLICA
 
@@ -52,17 +50,8 @@ def _ready(server: ServerProc) -> int:
     return stub.Check(health_pb2.HealthCheckRequest(service="lorat.v1.Tracker"), timeout=10).status
 
 
-@pytest.fixture
-def cam():  # type: ignore[no-untyped-def]
-    if not GST_OK:
-        pytest.skip(GST_MISSING)
-    server = GstRtspServer(free_port())
-    server.start()
-    yield server
-    server.kill()
-
-
-def test_dead_replicas_camera_tracks_are_spread_over_the_others(cluster, checkpoint, cam, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_dead_replicas_camera_tracks_are_spread_over_the_others(cluster, checkpoint, rtsp_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cam = rtsp_server  # tests/rtsp's GStreamer RTSP server (a fixture of tests/scale/conftest.py)
     servers: dict[str, ServerProc] = {}
     try:
         servers["a"] = ServerProc(cluster.url, checkpoint, tmp_path / "a.log", instance_id="a", max_tracks=8,
