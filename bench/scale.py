@@ -36,7 +36,7 @@ from lorat.v1 import tracker_pb2 as pb  # noqa: E402
 from lorat_infer import build_model, save_merged  # noqa: E402
 from tests.rtsp.conftest import GST_OK, GstRtspServer, free_port  # noqa: E402
 from tests.scale.cluster import RedisClusterProc  # noqa: E402
-from tests.service.conftest import ServerProc, box_pb, frame_pb, make_frames  # noqa: E402
+from tests.service.conftest import ServerProc, box_pb, frame_pb, make_frames, push_encoded  # noqa: E402
 
 LEASE_TTL_S = 2.0
 
@@ -47,14 +47,7 @@ def p(values: list[float], q: float) -> float:
 
 
 def push(server: ServerProc, tid: str, frame: pb.Frame, retry_s: float = 0.0) -> pb.TrackResult:
-    deadline = time.monotonic() + retry_s
-    while True:
-        try:
-            return server.stub.PushFrame(pb.PushFrameRequest(track_id=tid, frame=frame), timeout=30)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
+    return push_encoded(server, tid, frame, retry_s, pause_s=0.005)
 
 
 def start(server: ServerProc, tid: str, frames: list, boxes) -> None:  # type: ignore[no-untyped-def]

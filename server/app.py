@@ -25,6 +25,7 @@ from lorat_infer import LoRAT, TrackingEngine, load_model
 from lorat_infer.defaults import RandomWeightsWarning, default_tracker_model
 from lorat_infer.loading import default_model_path
 
+from . import stop_watchdog
 from .core import TrackManager
 from .executor import BatchExecutor, register_engine_info
 from .health import HealthState
@@ -39,6 +40,8 @@ from .state.store import RedisStateStore
 from .urlpolicy import redact
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Tracker"].full_name
+# A SIGTERMed server exits within --drain-timeout-s plus this, else stop_watchdog dumps its stacks and exits.
+STOP_MARGIN_S = 20.0
 
 
 def _file_digest(path: Path) -> str:
@@ -166,12 +169,17 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         event(received[0] if received else "sigterm",
               note="stop accepting, finish in-flight batches, write state to Redis")
+        watchdog = stop_watchdog.arm(loop, settings.drain_timeout_s + STOP_MARGIN_S)
+        calls_end = loop.time() + settings.drain_timeout_s  # in-flight calls share the drain's budget
         health_state.set_ready(False)
         await health_servicer.enter_graceful_shutdown()
         if console is not None:  # no new tracks from the browser while draining
             await console.close()
         await replicas.close()  # others stop forwarding here; our tracks' leases go with the drain
         await manager.drain()
+        cut = await tracker.calls.finish(max(1.0, calls_end - loop.time()))  # forwarded calls: their owners
+        if cut:
+            event("calls_cut", 30, calls=cut, note="still running after --drain-timeout-s: answered UNAVAILABLE")
         with contextlib.suppress(Exception):
             await replicas.redis.aclose()
         for sink in sinks:
@@ -184,6 +192,7 @@ async def serve(settings: Settings) -> None:
             await forwarder.close()
         for each in executors.values():
             each.shutdown()
+        watchdog.cancel()
     finally:
         if embedded is not None:
             embedded.stop()

@@ -132,9 +132,10 @@ class TrackManager:
             if track.source_obj is not None:
                 await track.source_obj.stop()
         self.loop.stop()  # queued frames run now, without waiting for fuller batches
+        ends = time.monotonic() + self.settings.drain_timeout_s  # one budget for both waits
         try:
             await asyncio.wait_for(self.loop.wait_idle(), self.settings.drain_timeout_s)
-            await asyncio.wait_for(self.committer.wait_idle(), self.settings.drain_timeout_s)
+            await asyncio.wait_for(self.committer.wait_idle(), max(0.5, ends - time.monotonic()))
         except asyncio.TimeoutError:
             event("drain_timeout", 30, pending=self.loop.pending(), held=self.committer.held_frames)
         for task in self._tasks:

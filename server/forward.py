@@ -151,6 +151,11 @@ class Forwarder:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:  # gone, draining or moved: ask again next time
                 self.drop(track_id)
                 return None
+            if exc.code() == grpc.StatusCode.CANCELLED:  # the owner cut it (stopping); our caller is still here
+                self.drop(track_id)
+                raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                                   f"the server holding track {track_id!r} stopped during the call; retry (with "
+                                   "the same lorat-push-id a push is applied once)") from None
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and capped:  # a paused or hung owner
                 self.drop(track_id)
                 raise ServiceError(grpc.StatusCode.UNAVAILABLE,

@@ -20,6 +20,7 @@ from . import idempotency, limits
 from .core import TrackManager
 from .errors import ServiceError, refuse
 from .forward import Forwarder, forwarded
+from .inflight import InFlightCalls
 from .log import event
 from .placement import start_elsewhere
 from .stored_info import info_from_stored
@@ -56,17 +57,23 @@ def _check(request: Any) -> None:
 def _status(method: Callable) -> Callable:
     @functools.wraps(method)
     async def wrapper(self: TrackerService, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            _check(request)
-            return await method(self, request, context)
-        except ServiceError as exc:  # refuse, not abort: no reference cycle pins the request (server/errors.py)
-            refuse(context, exc.code, exc.message[:2000])
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            event("rpc_error", 40, method=method.__name__, error=redact(repr(exc))[:500])
-            refuse(context, grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see server log")
-        return None
+        with self.calls.track():
+            try:
+                _check(request)
+                return await method(self, request, context)
+            except ServiceError as exc:  # refuse, not abort: no reference cycle pins the request (server/errors.py)
+                refuse(context, exc.code, exc.message[:2000])
+            except asyncio.CancelledError:
+                if not self.calls.was_cut():  # the caller gave up
+                    raise
+                refuse(context, grpc.StatusCode.UNAVAILABLE, "the server stopped before this call finished; retry "
+                       "(with the same lorat-push-id a retried push gets the first attempt's result)")
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                event("rpc_error", 40, method=method.__name__, error=redact(repr(exc))[:500])
+                refuse(context, grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see server log")
+            return None
     return wrapper
 
 
@@ -76,6 +83,7 @@ class TrackerService(pb_grpc.TrackerServicer):
         self.forwarder: Forwarder | None = None  # set when replicas register (server/forward.py)
         self.max_watchers = max_watchers
         self.watchers = 0
+        self.calls = InFlightCalls()  # unary calls being answered: the SIGTERM path finishes them (server/app.py)
 
     def _mgr(self) -> TrackManager:
         if self.manager is None:

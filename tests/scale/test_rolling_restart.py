@@ -13,22 +13,11 @@ import numpy as np
 from lorat.v1 import tracker_pb2 as pb
 from redis.cluster import RedisCluster
 
-from ..service.conftest import ServerProc, box_pb, frame_pb, make_frames, reference_boxes, xywh
+from ..service.conftest import ServerProc, box_pb, frame_pb, make_frames, push_encoded, reference_boxes, xywh
 
 COMMON = dict(redis_cluster="true", lease_ttl_s=2.0, max_batch_wait_ms=5, http_port=-1, drain_timeout_s=5)
 TRACKS = 12
 FRAMES = 120
-
-
-def _push_retrying(server: ServerProc, tid: str, frame: pb.Frame) -> pb.TrackResult:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            return server.stub.PushFrame(pb.PushFrameRequest(track_id=tid, frame=frame), timeout=30)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def test_rolling_restart_loses_no_track_and_no_frame(cluster, checkpoint, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -55,7 +44,8 @@ def test_rolling_restart_loses_no_track_and_no_frame(cluster, checkpoint, engine
                 servers = list(live.values())
             server = servers[next(turn) % len(servers)]
             try:
-                r = server.stub.PushFrame(pb.PushFrameRequest(track_id=tid, frame=encoded[k]), timeout=30)
+                r = server.stub.PushFrame(pb.PushFrameRequest(track_id=tid, frame=encoded[k]), timeout=30,
+                                          metadata=(("lorat-push-id", f"{tid}-{k}"),))  # as the SDK does
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
                     retried[0] += 1
@@ -99,7 +89,7 @@ def test_rolling_restart_loses_no_track_and_no_frame(cluster, checkpoint, engine
                 n = len(got)
                 if n < FRAMES - 1:
                     server = list(live.values())[i % 3]
-                    r = _push_retrying(server, tid, encoded[n + 1])
+                    r = push_encoded(server, tid, encoded[n + 1], retry_s=20)
                     assert r.frame_number == n + 1, tid
                     np.testing.assert_allclose(xywh(r.box), expected[n], atol=1e-3, err_msg=tid)
         finally:

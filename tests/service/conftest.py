@@ -128,7 +128,7 @@ class ServerProc:
             self.proc.wait(10)
         self._close()
 
-    def terminate(self, timeout: float = 30) -> int:
+    def terminate(self, timeout: float = 45) -> int:  # the server's own stop deadline: drain + 20 s
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
@@ -226,13 +226,22 @@ def server(shared_redis: RedisProc, checkpoint: Path, tmp_path_factory: pytest.T
     s.kill()
 
 
-def push_frame(server: ServerProc, track_id: str, frame: np.ndarray, retry_s: float = 0.0) -> pb.TrackResult:
-    """PushFrame, retrying UNAVAILABLE (a dead owner's lease not yet expired) for up to `retry_s`."""
+def push_encoded(server: ServerProc, track_id: str, frame: pb.Frame, retry_s: float = 0.0, push_id: str = "",
+                 pause_s: float = 0.05) -> pb.TrackResult:
+    """PushFrame, retrying UNAVAILABLE (a dead or draining owner, a lease not yet expired) for up to
+    `retry_s`; with a `push_id` (as the SDK sends) every attempt carries it, so the frame is applied once."""
     deadline = time.monotonic() + retry_s
+    metadata = (("lorat-push-id", push_id),) if push_id else None
     while True:
         try:
-            return server.stub.PushFrame(pb.PushFrameRequest(track_id=track_id, frame=frame_pb(frame)), timeout=30)
+            return server.stub.PushFrame(pb.PushFrameRequest(track_id=track_id, frame=frame), timeout=30,
+                                         metadata=metadata)
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                 raise
-            time.sleep(0.1)
+            time.sleep(pause_s)
+
+
+def push_frame(server: ServerProc, track_id: str, frame: np.ndarray, retry_s: float = 0.0) -> pb.TrackResult:
+    """PushFrame of a picture (PNG), retrying UNAVAILABLE for up to `retry_s`."""
+    return push_encoded(server, track_id, frame_pb(frame), retry_s, pause_s=0.1)
