@@ -77,6 +77,7 @@ def test_a_forwarded_push_outlives_its_replicas_sigterm(pair, owner_back_after_s
         assert outcome["result"].frame_number == 2 and outcome["result"].status == pb.TRACKING
     else:  # the front stopped waiting: UNAVAILABLE (retry), never CANCELLED
         assert outcome.get("error", (None,))[0] == grpc.StatusCode.UNAVAILABLE, outcome
+        assert "retry" in outcome["error"][1], outcome  # answered by the drain, not by grpc's cancel-all
     # Either way the owner applied the frame once: the retry with its push id gets frame 2, the next push 3.
     assert push_encoded(owner, "fd", encoded[2], retry_s=10, push_id="fd-2").frame_number == 2
     assert push_encoded(owner, "fd", encoded[3], retry_s=10, push_id="fd-3").frame_number == 3
