@@ -74,8 +74,9 @@ class LeaseKeeper:
         for tid, (code, holder) in verdicts.items():
             track = self.registry.tracks.get(tid)
             if track is None or track.ended:
-                # The track ended while this renewal was in flight: the renewal may have re-created the lease
-                # that end() had just released (the missing-lease recovery path). Drop it again, fenced.
+                # The track ended while this renewal was in flight. An end with a terminal status is safe (the
+                # renewal script will not revive it); after a drain hand-off (stored as live) the renewal may have
+                # re-created the lease that end() had just released. Drop it again, fenced.
                 if tid not in self.registry.claims and code != RENEW_LOST:
                     await self.store.release(tid, epochs[tid])
                 continue

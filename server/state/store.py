@@ -79,7 +79,9 @@ return {1, e}
 """
 
 # KEYS: lease, track; ARGV: holder ("<instance> <nonce>"), epoch, lease_ms, ttl_ms. -> {code, holder}
-# 0 ok; 1 ours but Redis lost the state (rewrite it); 2 lost (holder, or "" when another epoch came and went)
+# 0 ok; 1 ours but Redis lost the state (rewrite it); 2 lost (holder, or "" when another epoch came and went,
+# or the track has ended: a renewal that crosses its own track's end must not revive the lease, nor put the
+# live TTL back on a hash that END gave the retention TTL)
 _RENEW = """
 local mine = ARGV[1] .. ' ' .. ARGV[2]
 local cur = redis.call('GET', KEYS[1])
@@ -89,8 +91,10 @@ if cur == mine then
   return {0, ''}
 end
 if cur then return {2, cur} end
-local te = redis.call('HGET', KEYS[2], 'epoch')
+local stored = redis.call('HMGET', KEYS[2], 'epoch', 'status')
+local te, st = stored[1], stored[2]
 if te and te ~= ARGV[2] then return {2, ''} end
+if st == 'STOPPED' or st == 'FAILED' or st == 'MOVED' then return {2, ''} end
 redis.call('SET', KEYS[1], mine, 'PX', ARGV[3])
 if not te then return {1, ''} end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])

@@ -12,9 +12,40 @@ import pytest
 from lorat.v1 import tracker_pb2 as pb
 
 from server.health import Supervisor
+from server.state.store import RENEW_LOST, RENEW_OK, RedisStateStore
 
 from ..service.conftest import ServerProc, box_pb, frame_pb, make_frames
 
+
+def test_a_renewal_that_crosses_its_tracks_end_does_not_revive_it(redis_proc) -> None:  # type: ignore[no-untyped-def]
+    """The lease keeper's renewal is sent for every held track; when a track's end lands first, the renewal
+    finds no lease. It used to take that for a lease lost in a Redis restart: it re-created the lease and put
+    the live TTL (an hour) back on the ended track's hash (seen in a CI run as an ended track's hash with
+    3,597,884 ms left against a 30 s retention). A drained track (hand-off, still live) is still re-taken."""
+    r = redis_proc.client()
+
+    async def go() -> None:
+        store = RedisStateStore(redis_proc.url, "a", track_ttl_s=3600, lease_ttl_s=5, ended_retention_s=30)
+        try:
+            for tid, live in (("ended", False), ("handed-off", True)):
+                claim = await store.claim(tid)
+                assert claim.ok
+                assert await store.save_full(tid, claim.epoch, {"source": "push"}, b"s", "TRACKING", None) == ""
+                assert await store.end(tid, claim.epoch, b"s2", "TRACKING" if live else "STOPPED", live=live) == ""
+                code, _ = (await store.renew([(tid, claim.epoch)]))[tid]  # sent before the end, landing after it
+                if live:  # lapsed, no newer epoch: the missing-lease recovery still re-takes it
+                    assert code == RENEW_OK
+                    assert r.get(store.lease_key(tid)) is not None
+                    assert r.pttl(store.track_key(tid)) > 30_000
+                else:
+                    assert code == RENEW_LOST
+                    assert r.get(store.lease_key(tid)) is None
+                    assert 0 < r.pttl(store.track_key(tid)) <= 30_000
+                    assert r.hget(store.track_key(tid), "status") == b"STOPPED"
+        finally:
+            await store.close()
+
+    asyncio.run(go())
 
 def test_idle_tracks_end_ids_are_reused_and_nothing_per_track_remains(redis_proc, checkpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
     frames, boxes = make_frames(61, 6)
