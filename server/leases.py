@@ -76,8 +76,11 @@ class LeaseKeeper:
             if track is None or track.ended:
                 # The track ended while this renewal was in flight. An end with a terminal status is safe (the
                 # renewal script will not revive it); after a drain hand-off (stored as live) the renewal may have
-                # re-created the lease that end() had just released. Drop it again, fenced.
-                if tid not in self.registry.claims and code != RENEW_LOST:
+                # re-created the lease that end() had just released: drop it again, fenced -- but only once the
+                # end's own write has come back. Released earlier, the end would find no lease and not be
+                # written (seen under load: an idle-ended track left TRACKING in Redis, its id refused).
+                written = track is None or track.end_written
+                if tid not in self.registry.claims and code != RENEW_LOST and written:
                     await self.store.release(tid, epochs[tid])
                 continue
             if code == RENEW_MISSING:

@@ -123,6 +123,7 @@ class TrackRegistry:
             except StoreUnavailable:
                 event("end_state_lost", 30, track_id=track.track_id,
                       note="Redis unreachable; the lease expires by itself")
+        track.end_written = True
         self.tracks.pop(track.track_id, None)
         self.metrics.forget_track(track.track_id)
         self.metrics.active_tracks.set(len(self.tracks))

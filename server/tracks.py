@@ -83,6 +83,7 @@ class Track:
     frame_size: tuple[int, int] | None = None  # (width, height) of the first frame: pushes must match
     epoch: int = 0  # the fencing token of our lease (0: no lease yet)
     ended: bool = False  # TrackRegistry.end ran: nothing more happens to this track here
+    end_written: bool = False  # TrackRegistry.end's final Redis write has come back (the lease keeper waits for it)
     moved_to: str = ""  # the server that took the lease over
     template_fp: tuple = ()  # identity of the template part last written (state/adapter.py)
     last_activity: float = field(default_factory=time.monotonic)  # last frame received (idle timeout)
