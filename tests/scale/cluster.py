@@ -66,11 +66,26 @@ class RedisClusterProc:
              "--cluster-replica-validity-factor", "0", "--save", "",
              "--appendonly", "no", "--dir", str(node_dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait(lambda: self.cli(port, "PING") == "PONG", f"node {port} did not start")
+        proc = self.procs[port]
+
+        def up() -> bool:
+            if proc.poll() is not None:  # it exited (could not bind): no use waiting
+                raise RuntimeError(f"node {port} exited with {proc.returncode}")
+            return self.cli(port, "PING") == "PONG"
+
+        self._wait(up, f"node {port} did not start")
 
     def start(self) -> RedisClusterProc:
-        for port in self.ports:
-            self.start_node(port)
+        for i, port in enumerate(self.ports):
+            for attempt in range(5):  # a bus port (port + 10000) taken since it was picked: pick another pair
+                try:
+                    self.start_node(port)
+                    break
+                except RuntimeError:
+                    proc = self.procs.pop(port)
+                    if proc.poll() is None or attempt == 4:
+                        raise
+                    port = self.ports[i] = cluster_port()
         subprocess.run([redis_cli(), "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                         "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                        check=True, capture_output=True, timeout=60)
