@@ -22,9 +22,6 @@ class InFlightCalls:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
         """Around one handler: it counts as in flight until it returns."""
