@@ -1,4 +1,5 @@
-"""Batched crops: host geometry + sampled-pixel gather, then one bilinear resample on the model's device.
+"""Batched crops for a CUDA device: host geometry + sampled-pixel gather, then one bilinear resample on the
+device. (On a CPU the engine uses `native_crop`, one compiled pass per track with the same arithmetic.)
 
 The result equals `crop.crop_frame` (rasterised regions resized with `F.interpolate(bilinear,
 align_corners=False)`, the rest filled with each track's padding colour) followed by `crop.normalize`, for
@@ -10,7 +11,7 @@ a whole batch at once and without converting source regions to float:
    channel planes, 12 S^2 bytes per track whatever the frame size (less than the source rectangle
    whenever the crop downsamples) - into one (N, 3, 2S, 2S) staging buffer, each channel plane laid out as
    (column tap, row tap, y, x) blocks of S x S so both passes below read and write contiguous S x S
-   blocks; on the CPU the gather threads also convert each track's taps to float while they are in cache;
+   blocks;
 3. `resample` (device): two weighted sums over the taps, padding and the ImageNet normalisation folded
    into the same expressions, output (N, 3, S, S) in the compute dtype.
 """
@@ -98,21 +99,17 @@ def plan_crops(sizes_wh: np.ndarray, nominal: CropTransform, size: int, pad_colo
 
 
 def gather_grid(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray,
-                pool: Executor | None = None, workers: int = 1, skip: Collection[int] = (),
-                out_float: np.ndarray | None = None) -> None:
+                pool: Executor | None = None, workers: int = 1, skip: Collection[int] = ()) -> None:
     """Copy each track's sampled pixels into `out` (N, 3, 2S, 2S) uint8, channel planes, taps in blocks:
     out[i, c].reshape(2, 2, S, S)[b, a, y, x] is channel c of source pixel (rows[y, a], cols[x, b]). Only
-    these bytes are read from the (possibly huge) frame. With `out_float` (same shape, float32; the CPU
-    resampler's input), each track's taps are also converted there right after its gather, while they are
-    still in cache. With a `pool`, tracks are split over `workers` threads (numpy's take and casts release
-    the GIL).
-    Tracks in `skip` are left alone (their frames are on the device)."""
+    these bytes are read from the (possibly huge) frame. With a `pool`, tracks are split over `workers`
+    threads (numpy's take releases the GIL). Tracks in `skip` are left alone (their frames are on the device)."""
     n = len(frames)
     if pool is None or workers < 2 or n < 2:
-        _gather_range(frames, plan, out, 0, n, skip, out_float)
+        _gather_range(frames, plan, out, 0, n, skip)
         return
     bounds = np.linspace(0, n, min(workers, n) + 1).astype(int)
-    jobs = [pool.submit(_gather_range, frames, plan, out, lo, hi, skip, out_float)
+    jobs = [pool.submit(_gather_range, frames, plan, out, lo, hi, skip)
             for lo, hi in itertools.pairwise(bounds)]
     for job in jobs:
         job.result()
@@ -127,7 +124,7 @@ def _tap_index(rows: np.ndarray, cols: np.ndarray, width: int, out: np.ndarray) 
 
 
 def _gather_range(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, lo: int, hi: int,
-                  skip: Collection[int] = (), out_float: np.ndarray | None = None) -> None:
+                  skip: Collection[int] = ()) -> None:
     s = plan.size
     index = np.empty((2, 2, s, s), dtype=np.int64)
     for i in range(lo, hi):
@@ -141,8 +138,6 @@ def _gather_range(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, lo:
         planes = out[i].reshape(3, 2, 2, s, s)
         for c in range(3):
             np.take(flat[c:], index, out=planes[c], mode="clip")
-        if out_float is not None:
-            np.copyto(out_float[i], out[i], casting="safe")
 
 
 def gather_on_device(frame: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
@@ -193,23 +188,17 @@ def _split_params(params: torch.Tensor, n: int, s: int) -> tuple[torch.Tensor, .
     return wy, wx, my, mx, pad
 
 
-def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.dtype,
-             work: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, 3, 2S, 2S) sampled pixels (`gather_grid`'s layout; uint8, or already float32) + (N, 6S + 3)
-    params -> (N, 3, S, S) normalised crops in `dtype`.
+def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(N, 3, 2S, 2S) uint8 sampled pixels (`gather_grid`'s layout) + (N, 6S + 3) params -> (N, 3, S, S)
+    normalised crops in `dtype`.
 
     Pure tensor code on the grid's device (compilable, graph-capturable): two weighted sums over
-    contiguous S x S tap blocks, computed in place in one float buffer (the float grid itself, or `work`,
-    reused between calls on the CPU, where fresh large tensors cost page faults), with the padding colour
+    contiguous S x S tap blocks, computed in place in one float copy of the grid, with the padding colour
     and the normalisation folded into the constant terms."""
     n, s = grid.shape[0], size
     a, b = _norm_constants(grid.device)
     wy, wx, my, mx, pad = _split_params(params, n, s)
-    if grid.dtype == torch.float32:
-        g = grid
-    else:
-        g = grid.float() if work is None else work.copy_(grid)
-    g = g.view(n, 3, 2, 2, s, s)  # [column tap b, row tap a, y, x]
+    g = grid.float().view(n, 3, 2, 2, s, s)  # [column tap b, row tap a, y, x]
     # Rows: t[b] = wy0 * g[b, row tap 0] + wy1 * g[b, row tap 1] + the padding colour on rows outside.
     t = g[:, :, :, 0].mul_(wy[:, :, 0].reshape(n, 1, 1, s, 1))
     t.addcmul_(g[:, :, :, 1], wy[:, :, 1].reshape(n, 1, 1, s, 1))
@@ -219,19 +208,3 @@ def resample(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.d
     out.addcmul_(t[:, :, 1], wx[:, :, 1].reshape(n, 1, 1, s) * a)
     out.add_((1 - mx).view(n, 1, 1, s) * pad * a + b)
     return torch.empty((n, 3, s, s), dtype=dtype, device=grid.device).copy_(out)  # contiguous, compute dtype
-
-
-def resample_pure(grid: torch.Tensor, params: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
-    """`resample` as one out-of-place expression, for `torch.compile` on a CPU: inductor fuses the uint8
-    read, both weighted sums, the padding, the normalisation and the cast into one pass over the taps
-    (12 S^2 bytes in, 3 S^2 values out per track). Same terms in the same order as `resample`; the in-place
-    form above is faster eager but compiles to slow scatter kernels (bench/results/hotpath.md)."""
-    n, s = grid.shape[0], size
-    a, b = _norm_constants(grid.device)
-    wy, wx, my, mx, pad = _split_params(params, n, s)
-    g = grid.view(n, 3, 2, 2, s, s).float()  # [column tap b, row tap a, y, x]
-    t = (g[:, :, :, 0] * wy[:, :, 0].reshape(n, 1, 1, s, 1) + g[:, :, :, 1] * wy[:, :, 1].reshape(n, 1, 1, s, 1)
-         + ((1 - my).view(n, 1, s, 1) * pad).view(n, 3, 1, s, 1))
-    out = (t[:, :, 0] * (wx[:, :, 0].reshape(n, 1, 1, s) * a) + t[:, :, 1] * (wx[:, :, 1].reshape(n, 1, 1, s) * a)
-           + ((1 - mx).view(n, 1, 1, s) * pad * a + b))
-    return out.to(dtype)

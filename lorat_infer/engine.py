@@ -3,8 +3,9 @@
 Track state is plain data (one frozen dataclass per model family, see `family.py`) so a caller can keep it
 anywhere (a dict, Redis via `state_to_record`) and hand any subset of tracks to `step`. The engine holds
 the model (weights cast once to the compute dtype), the family that drives it, and the device-side
-machinery of the frame path: batched crops from uint8 (`device_crop`), staging buffers, optional
-`torch.compile` and per-bucket CUDA graphs (`runner`).
+machinery of the frame path: batched crops from uint8 (`native_crop` on a CPU, `device_crop` on CUDA),
+staging buffers, data-parallel chunks on a CPU, optional `torch.compile` and per-bucket CUDA graphs
+(`runner`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import native_crop
 from .crop import CropTransform, clip_boxes, xywh_to_xyxy, xyxy_to_xywh
-from .device_crop import gather_grid, gather_on_device, mean_colors, param_width, plan_crops, resample, resample_pure
+from .device_crop import gather_grid, gather_on_device, mean_colors, param_width, plan_crops, resample
 from .family import FrameBatch, HostCrops, ModelFamily, SearchGeometry, StepArrays, TrackState, family_for
 from .precision import PRECISIONS, resolve_precision
 from .runner import StepRunner, single_threaded_pool
@@ -144,16 +146,17 @@ class TrackingEngine:
 
     precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16 matmuls, else fp32), "fp32", "bf16",
     "fp16". compile / cuda_graphs: None = on where they help (CUDA), False = off, True = on.
-    cpu_workers (CPU only): 1 (default) = one batched forward on torch's intra-op threads; k > 1 = a step of
+    cpu_workers (CPU only): None (default) = as many as torch's intra-op threads; k > 1 = a step of
     N >= 2 * MIN_CHUNK tracks is split into k chunks, each cropped and run through the model on its own
-    thread with one intra-op thread (no per-op OpenMP wake-ups and barriers); None = torch's thread count.
-    Not the default: on the shared 2-core machine (load 10-16) it was slower than one batched forward
-    (GIL hand-offs between the chunks' Python code when the cores are oversubscribed; bench/hotpath.py)."""
+    thread with one intra-op thread (no per-op OpenMP wake-ups and barriers: the small ops of a tracker's
+    forward scale poorly over threads, chunks scale with cores); 1 = one batched forward on torch's
+    intra-op threads. On the 2-core machine chunks ran 1.4-1.6x one forward, also next to 4 busy
+    processes (bench/hotpath.py)."""
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None, precision: str = "auto",
                  compile: bool | None = None, cuda_graphs: bool | None = None,
                  family: ModelFamily | None = None, params: dict | None = None,
-                 cpu_workers: int | None = 1) -> None:
+                 cpu_workers: int | None = None) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -177,6 +180,8 @@ class TrackingEngine:
         workers = self._gather_workers if cpu_workers is None else max(1, int(cpu_workers))
         self.cpu_workers = workers if chunked else 1
         self._chunk_pool: ThreadPoolExecutor | None = None  # started by the first batch that is split
+        if not on_cuda and not self.family.crops_on_host:
+            native_crop.warm_up()  # compile (or load) the CPU crop kernel now, not in the first frame's step
         log.info("tracking engine: %s family on %s, weights %s (%s), compile=%s, cuda_graphs=%s, cpu_workers=%d",
                  self.family.name, self.device, self.precision, why, self.runner.compiled, self.runner.graphs,
                  self.cpu_workers)
@@ -229,32 +234,40 @@ class TrackingEngine:
         """Normalised (N, 3, size, size) crops in the compute dtype on the device, and realised transforms."""
         frames = batch.frames if index is None else [batch.frames[i] for i in index]
         sizes = batch.sizes_wh if index is None else batch.sizes_wh[list(index)]
-        grid, params, realised = self._stage(frames, sizes, nominal, size, pad_colors, len(frames))
-        return resample(grid, params, size, self.dtype), realised
+        pixels, params, realised = self._stage(frames, sizes, nominal, size, pad_colors, len(frames))
+        return self._crops(pixels, params), realised
+
+    def _crops(self, pixels: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Normalised crops in the compute dtype from what `_stage` produced: on CUDA the sampled pixels and
+        their resample params; on a CPU the crops themselves, already normalised (params has 0 columns)."""
+        if params.shape[1] == 0:
+            return pixels.to(self.dtype)
+        return resample(pixels, params, pixels.shape[-1] // 2, self.dtype)
 
     def _stage(self, frames: list[np.ndarray], sizes: np.ndarray, nominal: CropTransform, size: int,
                pad_colors: np.ndarray, rows: int, gather_threads: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor, CropTransform]:
-        """Host part of a crop: plan, gather the sampled pixels into (pinned, on CUDA) staging, copy to the
-        device without blocking. `rows` >= N pads the batch (to a CUDA-graph bucket) with zero rows."""
+        """Host part of a crop. On a CPU: the normalised float32 crops themselves (`native_crop`, one pass
+        per track on the gather threads) and a 0-column params tensor. On CUDA: the sampled pixels gathered
+        into pinned staging and copied to the device without blocking, with their resample params. `rows`
+        >= N pads the batch (to a compile/CUDA-graph bucket) with zero rows."""
         n = len(frames)
         plan = plan_crops(sizes, nominal, size, pad_colors)
+        pool = self._gather_pool if gather_threads else None
+        if not self.runner.cuda:
+            crops = self.runner.staging((rows, 3, size, size), torch.float32)
+            native_crop.crop_tracks(frames, plan, crops.numpy(), pool, self._gather_workers)
+            crops[n:] = 0
+            return crops, crops.new_empty((rows, 0)), plan.realised
         grid = self.runner.staging((rows, 3, 2 * size, 2 * size), torch.uint8)
         params = self.runner.staging((rows, param_width(size)), torch.float32)
         on_device = [i for i, f in enumerate(frames) if not isinstance(f, np.ndarray)]
-        # On a CPU the resampler's float input is filled by the gather threads, each track's taps converted
-        # right after their gather while they are in cache (no separate pass over the batch); compiled on a
-        # CPU, the uint8 taps go straight into the fused resample (`_device_step`).
-        taps = None if self.runner.cuda or self.runner.compiled else self.runner.workspace(grid)
-        gather_grid(frames, plan, grid.numpy(), self._gather_pool if gather_threads else None,
-                    self._gather_workers, skip=set(on_device), out_float=None if taps is None else taps.numpy())
+        gather_grid(frames, plan, grid.numpy(), pool, self._gather_workers, skip=set(on_device))
         params_np = params.numpy()
         params_np[:n] = plan.params
         if rows > n:
-            (grid if taps is None else taps).numpy()[n:] = 0
+            grid.numpy()[n:] = 0
             params_np[n:] = 0
-        if taps is not None:
-            return taps, params, plan.realised
         grid_dev = self.runner.to_device(grid)
         for i in on_device:  # GPU-decoded frames: the same gather, on the device
             grid_dev[i] = gather_on_device(frames[i], plan.rows[i], plan.cols[i])
@@ -274,11 +287,9 @@ class TrackingEngine:
         with self.runner.device_lock:
             return self.family.initialize(self, batch, boxes)
 
-    def _device_step(self, grid: torch.Tensor, params: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        """Crop + forward + selection: one pure tensor function per batch shape (compiled / graphed)."""
-        fused = self.runner.compiled and not self.runner.cuda and grid.dtype == torch.uint8
-        crops = (resample_pure if fused else resample)(grid, params, grid.shape[-1] // 2, self.dtype)
-        return self.family.device_step(crops, *inputs)
+    def _device_step(self, pixels: torch.Tensor, params: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        """(Resample +) forward + selection: one pure tensor function per batch shape (compiled / graphed)."""
+        return self.family.device_step(self._crops(pixels, params), *inputs)
 
     @torch.inference_mode()
     def launch(self, states: Sequence, frames: Sequence[np.ndarray]) -> Pending:

@@ -94,19 +94,6 @@ class StepRunner:
             staging[key] = buf
         return buf[: shape[0]]
 
-    def workspace(self, grid: torch.Tensor) -> torch.Tensor | None:
-        """A float buffer shaped like `grid` for the CPU resampler, reused by the calling thread (None on
-        CUDA: fresh tensors are cheap there and belong to the graph's pool when captured)."""
-        if self.cuda:
-            return None
-        key = ("work", tuple(grid.shape[1:]))
-        staging = self._cpu_staging
-        buf = staging.get(key)
-        if buf is None or buf.shape[0] < grid.shape[0]:
-            buf = torch.empty(grid.shape, dtype=torch.float32)
-            staging[key] = buf
-        return buf[: grid.shape[0]]
-
     def to_device(self, host: torch.Tensor) -> torch.Tensor:
         return host.to(self.device, non_blocking=True) if self.cuda else host
 

@@ -1,11 +1,17 @@
-"""The batched uint8 crop path equals the reference per-track crop (`crop_frame` + `normalize`)."""
+"""Both batched crop paths from uint8 frames (the CUDA one: gather + tensor resample; the CPU one: the
+compiled `native_crop` pass) equal the reference per-track crop (`crop_frame` + `normalize`)."""
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 
+from lorat_infer import native_crop
 from lorat_infer.crop import crop_frame, normalize, siamfc_transform
 from lorat_infer.device_crop import gather_grid, gather_on_device, mean_colors, plan_crops, resample
+
+PATHS = ["tensor", "native"]
 
 
 def _reference(frame, nominal, i, size, pad):
@@ -14,17 +20,22 @@ def _reference(frame, nominal, i, size, pad):
     return normalize(crop[None])[0], s, t
 
 
-def _batched(frames, nominal, size, pads):
+def _batched(frames, nominal, size, pads, path="tensor", pool=None):
     sizes = np.array([[f.shape[1], f.shape[0]] for f in frames], dtype=np.float64)
     plan = plan_crops(sizes, nominal, size, pads)
+    if path == "native":
+        out = np.full((len(frames), 3, size, size), np.nan, dtype=np.float32)
+        native_crop.crop_tracks(frames, plan, out, pool, 3 if pool else 1)
+        return torch.from_numpy(out), plan.realised
     grid = np.empty((len(frames), 3, 2 * size, 2 * size), dtype=np.uint8)
     gather_grid(frames, plan, grid)
     crops = resample(torch.from_numpy(grid), torch.from_numpy(plan.params), size, torch.float32)
     return crops, plan.realised
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("size", [56, 112])
-def test_batched_crops_equal_the_reference_crops(size):
+def test_batched_crops_equal_the_reference_crops(size, path):
     rng = np.random.default_rng(0)
     frames, boxes = [], []
     shapes = [(240, 320), (1080, 1920), (60, 50), (480, 640), (240, 320), (100, 100), (300, 200), (240, 320)]
@@ -44,7 +55,8 @@ def test_batched_crops_equal_the_reference_crops(size):
     boxes = np.array(boxes)
     pads = rng.uniform(0, 255, size=(len(frames), 3)).astype(np.float32)
     nominal = siamfc_transform(boxes, 4.0, size)
-    crops, realised = _batched(frames, nominal, size, pads)
+    with ThreadPoolExecutor(3) as pool:
+        crops, realised = _batched(frames, nominal, size, pads, path, pool if path == "native" else None)
     assert crops.shape == (len(frames), 3, size, size) and crops.dtype == torch.float32
     for i, frame in enumerate(frames):
         expected, s, t = _reference(frame, nominal, i, size, pads[i])
@@ -54,13 +66,26 @@ def test_batched_crops_equal_the_reference_crops(size):
         np.testing.assert_array_equal(realised.translation[i], t)
 
 
-def test_a_non_contiguous_frame_is_cropped_like_a_contiguous_one():
+def test_the_native_crop_is_the_tensor_crop_to_float32_rounding():
+    """Same terms in the same float32 order: the two paths differ by at most a rounding or two."""
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in [(1080, 1920), (97, 61), (480, 640)]]
+    boxes = np.array([[700.0, 300.0, 1100.0, 650.0], [-5.0, 30.0, 40.0, 90.0], [600.0, 10.0, 700.0, 90.0]])
+    pads = rng.uniform(0, 255, size=(3, 3)).astype(np.float32)
+    nominal = siamfc_transform(boxes, 4.0, 112)
+    tensor, _ = _batched(frames, nominal, 112, pads, "tensor")
+    native, _ = _batched(frames, nominal, 112, pads, "native")
+    torch.testing.assert_close(native, tensor, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_non_contiguous_frame_is_cropped_like_a_contiguous_one(path):
     rng = np.random.default_rng(1)
     frame = rng.integers(0, 256, size=(200, 300, 3), dtype=np.uint8)
     view = np.ascontiguousarray(frame[:, ::-1])[:, ::-1]  # same pixels, negative strides
     nominal = siamfc_transform(np.array([[50.0, 40.0, 120.0, 90.0]] * 2), 4.0, 56)
     pads = np.zeros((2, 3), dtype=np.float32)
-    crops, _ = _batched([frame, view], nominal, 56, pads)
+    crops, _ = _batched([frame, view], nominal, 56, pads, path)
     torch.testing.assert_close(crops[0], crops[1])
 
 
