@@ -39,8 +39,9 @@ class Settings:
     precision: str = _knob("auto", "auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX, "
                                    "else fp32; weights cast once, logged and in lorat_engine_info)")
     compile: str = _knob("auto", "auto / on / off: torch.compile the per-frame step (auto: on CUDA only; on a CPU, on "
-                                 "fuses crop resample and forward, ~1.2x frames/s, but each batch size compiles "
-                                 "at its first use, 5-35 s on 2 shared cores: raise engine_stall_s, e.g. to 120)")
+                                 "runs one compiled forward per batch instead of the default parallel chunks, no "
+                                 "faster here (0.89x), and each batch size compiles at its first use, 5-35 s on 2 "
+                                 "shared cores: raise engine_stall_s, e.g. to 120)")
     max_batch_size: int = _knob(0, "most frames (one per track) in one forward pass (0: 64 on a CUDA device, 16 on "
                                    "the CPU)")
     preferred_batch_size: int = _knob(0, "a batch launches as soon as this many frames are ready, without waiting "
