@@ -125,5 +125,8 @@ def _crop_range(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, lo: i
     run = kernel()
     for i in range(lo, hi):
         frame = frames[i] if frames[i].flags.c_contiguous else np.ascontiguousarray(frames[i])
-        run(frame.reshape(-1), frame.shape[1], plan.rows[i], plan.cols[i], plan.params[i], NORM_A, NORM_B,
-            out[i])
+        rows, cols = plan.rows[i], plan.cols[i]
+        # The kernel does not check bounds: a tap outside the frame would read foreign memory into a crop.
+        if rows.min() < 0 or cols.min() < 0 or rows.max() >= frame.shape[0] or cols.max() >= frame.shape[1]:
+            raise ValueError(f"crop taps outside the {frame.shape[1]}x{frame.shape[0]} frame of track {i}")
+        run(frame.reshape(-1), frame.shape[1], rows, cols, plan.params[i], NORM_A, NORM_B, out[i])

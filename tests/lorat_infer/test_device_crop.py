@@ -119,3 +119,16 @@ def test_mean_colours_are_exact():
     frame = np.zeros((3, 2, 3), dtype=np.uint8)
     frame[0, 0] = [255, 1, 7]
     np.testing.assert_allclose(mean_colors([frame])[0], [255 / 6, 1 / 6, 7 / 6], rtol=1e-7)
+
+
+def test_the_native_kernel_refuses_taps_outside_the_frame():
+    """It reads without bounds checks, so a plan that does not fit its frame (e.g. planned for a bigger
+    frame) is refused before the kernel could read foreign memory."""
+    rng = np.random.default_rng(5)
+    big = rng.integers(0, 256, size=(200, 300, 3), dtype=np.uint8)
+    nominal = siamfc_transform(np.array([[200.0, 120.0, 280.0, 190.0]]), 4.0, 56)
+    plan = plan_crops(np.array([[300.0, 200.0]]), nominal, 56, np.zeros((1, 3), np.float32))
+    out = np.empty((1, 3, 56, 56), np.float32)
+    native_crop.crop_tracks([big], plan, out)  # fits
+    with pytest.raises(ValueError, match="outside the 150x100 frame"):
+        native_crop.crop_tracks([big[:100, :150]], plan, out)
