@@ -19,7 +19,7 @@ a whole batch at once and without converting source regions to float:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -104,13 +104,16 @@ def gather_grid(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray,
     out[i, c].reshape(2, 2, S, S)[b, a, y, x] is channel c of source pixel (rows[y, a], cols[x, b]). Only
     these bytes are read from the (possibly huge) frame. With a `pool`, tracks are split over `workers`
     threads (numpy's take releases the GIL). Tracks in `skip` are left alone (their frames are on the device)."""
-    n = len(frames)
+    over_tracks(len(frames), pool, workers, lambda lo, hi: _gather_range(frames, plan, out, lo, hi, skip))
+
+
+def over_tracks(n: int, pool: Executor | None, workers: int, run_range: Callable[[int, int], None]) -> None:
+    """`run_range(lo, hi)` over tracks [0, n): here, or split evenly over `workers` threads of `pool`."""
     if pool is None or workers < 2 or n < 2:
-        _gather_range(frames, plan, out, 0, n, skip)
+        run_range(0, n)
         return
     bounds = np.linspace(0, n, min(workers, n) + 1).astype(int)
-    jobs = [pool.submit(_gather_range, frames, plan, out, lo, hi, skip)
-            for lo, hi in itertools.pairwise(bounds)]
+    jobs = [pool.submit(run_range, lo, hi) for lo, hi in itertools.pairwise(bounds)]
     for job in jobs:
         job.result()
 
@@ -162,6 +165,11 @@ def mean_colors(frames: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+# x_norm = x * NORM_A + NORM_B per channel (0..255 input), computed in float64 and rounded to float32 once:
+# the one source of both crop paths' normalisation.
+NORM_A = (1.0 / (255.0 * np.asarray(IMAGENET_STD, np.float64))).astype(np.float32)
+NORM_B = (-np.asarray(IMAGENET_MEAN, np.float64) / np.asarray(IMAGENET_STD, np.float64)).astype(np.float32)
+
 _NORM: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -169,9 +177,7 @@ def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(a, b) with x_norm = x * a + b, shaped (1, 3, 1, 1), cached per device."""
     cached = _NORM.get(device)
     if cached is None:
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
-        a, b = (1.0 / (255.0 * std)).float(), (-mean / std).float()
+        a, b = torch.from_numpy(NORM_A), torch.from_numpy(NORM_B)
         cached = (a.view(1, 3, 1, 1).to(device), b.view(1, 3, 1, 1).to(device))
         _NORM[device] = cached
     return cached

@@ -5,7 +5,7 @@ grid, then resample it with tensor ops) reads and writes every sample three time
 (`np.take` through an int64 index), its float copy, and the two weighted sums. Here one numba-compiled
 loop per track reads the four taps of each output pixel straight from the frame and writes the normalised
 float32 value: the same arithmetic as `device_crop.resample`, term by term and in the same float32 order,
-so its crops equal the tensor path's (tests/lorat_infer/test_native_crop.py) and the trackers' parity with
+so its crops equal the tensor path's (tests/lorat_infer/test_device_crop.py) and the trackers' parity with
 the authors' code carries over.
 
 The kernel releases the GIL: the engine's gather threads run tracks at once. It is compiled on first use
@@ -14,21 +14,12 @@ The kernel releases the GIL: the engine's gather threads run tracks at once. It 
 
 from __future__ import annotations
 
-import itertools
-import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 
 import numpy as np
 
-from .crop import IMAGENET_MEAN, IMAGENET_STD
-from .device_crop import CropPlan
-
-log = logging.getLogger(__name__)
-
-# x_norm = x * NORM_A + NORM_B per channel, rounded to float32 exactly as `device_crop._norm_constants`.
-NORM_A = (1.0 / (255.0 * np.asarray(IMAGENET_STD, np.float64))).astype(np.float32)
-NORM_B = (-np.asarray(IMAGENET_MEAN, np.float64) / np.asarray(IMAGENET_STD, np.float64)).astype(np.float32)
+from .device_crop import NORM_A, NORM_B, CropPlan, over_tracks
 
 
 def _crop_one(flat: np.ndarray, width: int, rows: np.ndarray, cols: np.ndarray, params: np.ndarray,
@@ -111,14 +102,7 @@ def crop_tracks(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, pool:
                 workers: int = 1) -> None:
     """Normalised float32 crops (N, 3, S, S) of `plan` into `out`; tracks split over `workers` threads of
     `pool`."""
-    n = len(frames)
-    if pool is None or workers < 2 or n < 2:
-        _crop_range(frames, plan, out, 0, n)
-        return
-    bounds = np.linspace(0, n, min(workers, n) + 1).astype(int)
-    jobs = [pool.submit(_crop_range, frames, plan, out, lo, hi) for lo, hi in itertools.pairwise(bounds)]
-    for job in jobs:
-        job.result()
+    over_tracks(len(frames), pool, workers, lambda lo, hi: _crop_range(frames, plan, out, lo, hi))
 
 
 def _crop_range(frames: list[np.ndarray], plan: CropPlan, out: np.ndarray, lo: int, hi: int) -> None:
