@@ -4,7 +4,7 @@ built-in model (synthetic-only), random weights and the keep-the-first-box basel
     .venv/bin/python bench/eval_default.py      # tables to stdout and bench/results/eval_default.md
 
 Real set (`bench/real_set.py`, boxes in bench/data/real/): pedestrians in OpenCV's `vtest.avi` and faces in
-`Megamind.avi` (Debian `opencv-doc`), every frame tracked, every 5th/10th frame scored; never used in
+`Megamind.avi` (Debian `opencv-doc`), every frame tracked, every 5th frame scored; never used in
 training. Synthetic set: seed 20261121 (used nowhere in training), 24 sequences x 60 frames per domain, with
 scale change, an occluder and a look-alike distractor; "blobs" and "stripes" with faster motion.
 Also: frames/s at batch 1 (`Tracker`, fp32, --threads threads), how well the confidence separates frames
@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
              f"({LOST_CONFIDENCE}): {cal['bad_below_lost']:.1%} of bad frames and {cal['good_below_lost']:.1%} of "
              "good frames fall below it.\n")
     header = (f"Model: {cfg.name}, D={cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}, template "
-              f"{cfg.template_size} px, search {cfg.search_size} px. Speed at batch 1 (`Tracker`, fp32, "
+              f"{cfg.template_size} px, search {cfg.search_size} px; selection: Hann-window weight "
+              f"{cfg.window_weight:g}, size learning rate {cfg.size_lr:g} (1 = none). Speed at batch 1 "
+              f"(`Tracker`, fp32, "
               f"{args.threads} threads, 768x576 frames, end to end): **{fps:.0f} frames/s** on "
               f"{os.cpu_count()} shared cores.\n\n")
     text = (header + "## Real video (success AUC per sequence)\n\n" + real_t + "\n" + frames_t

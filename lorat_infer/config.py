@@ -30,6 +30,10 @@ class LoRATConfig:
     # Selection weights of the tracking pipeline (score map against the Hann window).
     window_weight: float = 0.45
     min_box_size: float = 10.0
+    # Share of the predicted size change a track takes per frame, in log space (SiamRPN's size learning
+    # rate): 1 follows every prediction, as LoRAT does; below 1 damps size jumps that pull a weak model
+    # onto a bigger look-alike (a face's neck and chest). The built-in model ships a tuned value.
+    size_lr: float = 1.0
 
     @property
     def template_grid(self) -> tuple[int, int]:

@@ -59,6 +59,17 @@ def clip_boxes(boxes: np.ndarray, sizes_wh: np.ndarray) -> np.ndarray:
     return np.clip(boxes, 0, limits)
 
 
+def damp_size(previous: np.ndarray, predicted: np.ndarray, rate: float) -> np.ndarray:
+    """xyxy (N, 4) boxes at the predicted centres whose width and height move from the previous box's by
+    `rate` of the predicted change in log space (geometric: doubling at rate 0.5 grows by sqrt 2)."""
+    previous, predicted = np.asarray(previous, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    old = np.maximum(previous[..., 2:] - previous[..., :2], 1e-6)
+    new = np.maximum(predicted[..., 2:] - predicted[..., :2], 1e-6)
+    size = old * (new / old) ** rate
+    centre = (predicted[..., :2] + predicted[..., 2:]) / 2
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=-1)
+
+
 def enforce_min_size(boxes: np.ndarray, min_size: float) -> np.ndarray:
     """Grow boxes about their centre so width and height are at least `min_size`."""
     centre = (boxes[..., :2] + boxes[..., 2:]) / 2

@@ -355,6 +355,7 @@ class TrackingEngine:
         else:
             result = frame_results(pending.readback.numpy(), pending.realised, pending.batch.sizes_wh,
                                    pending.states)
+        result = self.family.refine_results(pending.states, pending.batch, result)
         with self.runner.device_lock:
             new_states = self.family.update(self, pending.states, pending.batch, result)
         return new_states, result

@@ -28,7 +28,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .crop import CropTransform, enforce_min_size, siamfc_transform, template_foreground_mask, xyxy_to_xywh
+from .crop import (
+    CropTransform,
+    clip_boxes,
+    damp_size,
+    enforce_min_size,
+    siamfc_transform,
+    template_foreground_mask,
+    xyxy_to_xywh,
+)
 from .slots import Slot, SlotPool
 
 Record = tuple[dict[str, np.ndarray], dict[str, Any]]
@@ -119,6 +127,11 @@ class ModelFamily:
 
     def host_crops(self, states: Sequence[Any], batch: FrameBatch) -> HostCrops:
         raise NotImplementedError
+
+    def refine_results(self, states: Sequence[Any], batch: FrameBatch, result: StepArrays) -> StepArrays:
+        """Host-side smoothing of a step's frame boxes before `update` (none by default); what it returns is
+        both what callers see and what the next step starts from."""
+        return result
 
     def host_frame_results(self, out: np.ndarray, states: Sequence[Any], batch: FrameBatch,
                            host: HostCrops) -> StepArrays:
@@ -217,6 +230,7 @@ class LoRATParams:
     search_factor: float
     window_weight: float
     min_box_size: float
+    size_lr: float
 
     @classmethod
     def from_config(cls, config: Any, **overrides: float) -> LoRATParams:
@@ -319,6 +333,15 @@ class LoRATFamily(ModelFamily):
         boxes = out["boxes"].float().flatten(1, 2)
         chosen = boxes.gather(1, idx[..., None].expand(-1, -1, 4))[:, 0] * self.config.search_size
         return torch.cat([chosen, conf], dim=1)
+
+    def refine_results(self, states: Sequence[TrackState], batch: FrameBatch, result: StepArrays) -> StepArrays:
+        rate = self.params.size_lr
+        if rate >= 1.0 or not result.updated.any():
+            return result
+        previous = np.stack([s.box_xyxy for s in states])
+        damped = clip_boxes(damp_size(previous, result.boxes_xyxy, rate), batch.sizes_wh)
+        boxes = np.where(result.updated[:, None], damped, result.boxes_xyxy)
+        return dataclasses.replace(result, boxes_xyxy=boxes)
 
     def update(self, ctx: EngineContext, states: Sequence[TrackState], batch: FrameBatch,
                result: StepArrays) -> list[TrackState]:

@@ -1,9 +1,12 @@
-"""Choose the built-in model's Hann-window weight (the motion prior of LoRAT's selection) on tuning data.
+"""Choose the built-in model's motion priors on tuning data: the Hann-window weight of LoRAT's selection and
+the size learning rate.
 
-    python -m lorat_train.tune_window --model runs/default-hold/model.safetensors [--write]
+    python -m lorat_train.tune_window --model runs/default-hold/model.safetensors [--size-lrs 1,0.6] [--write]
 
-The tracker picks the score-map cell maximising `score * (1 - w) + hann * w`; `w` lives in the model's
-config (`LoRATConfig.window_weight`, carried in the merged file's metadata), so a model can ship its own.
+The tracker picks the score-map cell maximising `score * (1 - w) + hann * w`, then moves the box's size by
+`size_lr` of the predicted change (log space; 1 = LoRAT as published). Both live in the model's config
+(`LoRATConfig.window_weight`, `LoRATConfig.size_lr`, carried in the merged file's metadata), so a model can
+ship its own. Every pair of the two grids is scored.
 The tuning data is **never** the real evaluation set (`bench/data/real`) nor the held-out synthetic seed that
 `bench/eval_default.py` reports: photo clips from a seed stream used nowhere else (stage 4's training mix:
 40 % held targets, 30 % parts of a bigger thing, see `lorat_train.photos`) and synthetic "blobs" / "stripes"
@@ -14,6 +17,7 @@ in the model file's metadata.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -51,14 +55,14 @@ def tuning_sets(photos: str, count: int, frames: int) -> dict[str, list]:
             "stripes": generate_benchmark(TUNE_SYNTH_SEED, count, 60, domain="stripes", speed=0.02)}
 
 
-def score(model: torch.nn.Module, sets: dict[str, list], weight: float) -> dict[str, float]:
-    engine = TrackingEngine(model, precision="fp32", params={"window_weight": weight})
+def score(model: torch.nn.Module, sets: dict[str, list], weight: float, size_lr: float = 1.0) -> dict[str, float]:
+    engine = TrackingEngine(model, precision="fp32", params={"window_weight": weight, "size_lr": size_lr})
     return {name: float(np.mean([r.metrics.auc for r in run_sequences(engine, seqs, batch_size=8)]))
             for name, seqs in sets.items()}
 
 
-def write_weight(path: str, weight: float) -> None:
-    """Rewrite the merged file with `window_weight` in its config metadata (weights untouched)."""
+def write_params(path: str, **params: float) -> None:
+    """Rewrite the merged file with these tracker parameters in its config metadata (weights untouched)."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -66,7 +70,7 @@ def write_weight(path: str, weight: float) -> None:
         metadata = dict(f.metadata() or {})
     tensors = load_file(path)
     config = json.loads(metadata["config"])
-    config["window_weight"] = weight
+    config.update(params)
     metadata["config"] = json.dumps(config)
     tmp = path + ".tmp"
     save_file(tensors, tmp, metadata=metadata)
@@ -80,24 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=24, help="sequences per group")
     parser.add_argument("--frames", type=int, default=40, help="frames per photo clip")
     parser.add_argument("--weights", default=",".join(map(str, WEIGHTS)))
+    parser.add_argument("--size-lrs", default="1", help="size learning rates to try (1 = no damping)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--write", action="store_true", help="store the best weight in the model file")
+    parser.add_argument("--write", action="store_true", help="store the best pair in the model file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     sets = tuning_sets(os.path.expanduser(args.photos), args.count, args.frames)
-    print(f"current window_weight {model.config.window_weight}", file=sys.stderr)
+    print(f"current window_weight {model.config.window_weight}, size_lr {model.config.size_lr}", file=sys.stderr)
     rows = []
-    for w in (float(x) for x in args.weights.split(",")):
-        aucs = score(model, sets, w)
-        rows.append((w, aucs, float(np.mean(list(aucs.values())))))
-        print(f"w={w:.2f}: " + ", ".join(f"{k} {v:.3f}" for k, v in aucs.items()) + f" -> mean {rows[-1][2]:.3f}",
-              flush=True)
-    best = max(rows, key=lambda r: r[2])
-    print(f"best window_weight {best[0]:.2f} (mean tuning AUC {best[2]:.3f})")
+    grid = itertools.product((float(x) for x in args.weights.split(",")), [float(x) for x in args.size_lrs.split(",")])
+    for w, lr in grid:
+        aucs = score(model, sets, w, lr)
+        rows.append((w, lr, aucs, float(np.mean(list(aucs.values())))))
+        print(f"w={w:.2f} size_lr={lr:.2f}: " + ", ".join(f"{k} {v:.3f}" for k, v in aucs.items())
+              + f" -> mean {rows[-1][3]:.3f}", flush=True)
+    best = max(rows, key=lambda r: r[3])
+    print(f"best window_weight {best[0]:.2f}, size_lr {best[1]:.2f} (mean tuning AUC {best[3]:.3f})")
     if args.write:
-        write_weight(str(Path(args.model)), best[0])
-        print(f"wrote window_weight {best[0]:.2f} into {args.model}")
+        write_params(str(Path(args.model)), window_weight=best[0], size_lr=best[1])
+        print(f"wrote window_weight {best[0]:.2f}, size_lr {best[1]:.2f} into {args.model}")
     return 0
 
 

@@ -7,6 +7,7 @@ from lorat_infer import TrackingEngine, build_model
 from lorat_infer.crop import (
     CropTransform,
     crop_frame,
+    damp_size,
     enforce_min_size,
     rasterize,
     siamfc_transform,
@@ -88,6 +89,16 @@ def test_template_mask_rasterisation():
 def test_min_size_floor_keeps_the_centre():
     out = enforce_min_size(np.array([[10.0, 10.0, 14.0, 40.0]]), 10.0)
     np.testing.assert_allclose(out, [[7.0, 10.0, 17.0, 40.0]])
+
+
+def test_size_damping_moves_the_size_geometrically_and_keeps_the_predicted_centre():
+    previous = np.array([[100.0, 100.0, 140.0, 180.0]])  # 40 x 80
+    predicted = np.array([[210.0, 50.0, 290.0, 210.0]])  # 80 x 160 centred at (250, 130)
+    np.testing.assert_allclose(damp_size(previous, predicted, 1.0), predicted)
+    np.testing.assert_allclose(damp_size(previous, predicted, 0.0), [[230.0, 90.0, 270.0, 170.0]])
+    half = damp_size(previous, predicted, 0.5)  # sizes grow by sqrt(2), not by the arithmetic mean's 1.5
+    np.testing.assert_allclose(half[0, 2:] - half[0, :2], [40 * 2**0.5, 80 * 2**0.5])
+    np.testing.assert_allclose((half[0, :2] + half[0, 2:]) / 2, [250.0, 130.0])
 
 
 def test_hann_window_edges_are_zero_and_centre_is_max():
