@@ -62,7 +62,6 @@ default-model: venv
 	$(BIN)/python -m lorat_train.gather
 	$(BIN)/python -m lorat_train.default_real --config configs/default-real.yaml
 	$(BIN)/python -m lorat_train.default_real --config configs/default-hold.yaml
-	$(BIN)/python -m lorat_train.default_real --config configs/default-stage5.yaml
-	$(BIN)/python -m lorat_train.tune_window --model runs/default-stage5/model.safetensors --count 32 --weights 0.3,0.45,0.6,0.75 --size-lrs 1,0.6,0.45,0.3,0.2 --write
+	$(BIN)/python -m lorat_train.tune_window --model runs/default-hold/model.safetensors --count 32 --weights 0.3,0.45,0.6,0.75 --size-lrs 1,0.6,0.45,0.3,0.2 --write
 	$(BIN)/python -m lorat_train.release_default
-	$(BIN)/python bench/eval_default.py --extra "stage 4=runs/default-hold/model.safetensors" --render bench/results
+	$(BIN)/python bench/eval_default.py --extra "stage 3=runs/default-real/model.safetensors" --render bench/results

@@ -1,12 +1,12 @@
-"""Package the default model: copy stage 5's merged file into `lorat_infer/default_model/` and record how
-all five stages were trained (configs and results) as YAML beside it.
+"""Package the default model: copy stage 4's merged file into `lorat_infer/default_model/` and record how
+all four stages were trained (configs and results) as YAML beside it.
 
-    python -m lorat_train.release_default   # after stages 1-2 (lorat-train), 3-5 (lorat_train.default_real)
+    python -m lorat_train.release_default   # after stages 1-2 (lorat-train), 3 and 4 (lorat_train.default_real)
 
 Stages 1-2 (synthetic only) produce `lorat-synthetic.safetensors`, stage 3's starting point and the
 "previous built-in model (synthetic only)" of bench/eval_default.py; stage 3 (real photographs) and stage 4
-(photographs with held targets: faces, hand-held objects) and stage 5 (more held targets and parts, annealed;
-its window weight and size learning rate chosen by `lorat_train.tune_window`) produce `lorat-default.safetensors`.
+(photographs with held targets: faces, hand-held objects, and parts of bigger things; its window weight and size
+learning rate chosen by `lorat_train.tune_window`) produce `lorat-default.safetensors`.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def collect(run_dirs: list[Path], previous: dict | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", default=["runs/default-stage1", "runs/default-stage2", "runs/default-real",
-                                                      "runs/default-hold", "runs/default-stage5"])
-    parser.add_argument("--model", default="runs/default-stage5/model.safetensors", help="the file to package")
+                                                      "runs/default-hold"])
+    parser.add_argument("--model", default="runs/default-hold/model.safetensors", help="the file to package")
     parser.add_argument("--out-dir", default=str(PACKAGE))
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
