@@ -199,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"Model: {cfg.name}, D={cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}, template "
               f"{cfg.template_size} px, search {cfg.search_size} px; selection: Hann-window weight "
               f"{cfg.window_weight:g}, size learning rate {cfg.size_lr:g} (1 = none). Speed at batch 1 "
-              f"(`Tracker`, fp32, "
-              f"{args.threads} threads, 768x576 frames, end to end): **{fps:.0f} frames/s** on "
+              f"(`Tracker`, fp32, {args.threads} threads, 768x576 frames, end to end): **{fps:.0f} frames/s** on "
               f"{os.cpu_count()} shared cores.\n\n")
     text = (header + "## Real video (success AUC per sequence)\n\n" + real_t + "\n" + frames_t
             + f"\n## Held-out synthetic (seed {args.seed}, {args.sequences} x {args.frames} frames per domain)\n\n"
